@@ -1,0 +1,295 @@
+"""CPU video decoding with PyAV: probing files and decoding fixed-rate clips.
+
+Times are seconds from the video stream's first timestamp (``stream.start_time``), so time 0 is
+the first frame whatever offset the container applies. Timestamps are compared as exact
+fractions (:class:`fractions.Fraction`), so frame selection is reproducible bit for bit.
+
+Frame selection policy (:func:`decode_clip`): clip frame ``k`` is the decoded frame whose
+timestamp is **nearest** to ``start + k / fps``; a tie (target exactly midway between two frames)
+goes to the earlier frame. Nearest rather than "latest at or before", because containers round
+timestamps (WebM/Matroska store milliseconds: a 24 fps frame due at 1/24 s is stamped 0.042 s, just
+after its target, and "at or before" would repeat the previous frame). Sources of any frame rate,
+variable ones included, go through the same rule; a clip rate above the source rate repeats frames.
+
+PyAV is an optional dependency (the ``video`` extra); it is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
+
+__all__ = ["VideoDecodeError", "VideoInfo", "probe_video", "decode_clip"]
+
+# probe_video seeks this far before the stated end and decodes to the end of the file, which
+# proves the tail is present (a truncated file has no decodable frame there, or ends early).
+_TAIL_CHECK_S = Fraction(1)
+# A file whose last decodable frame ends more than this many frame intervals before the video
+# stream's stated duration is truncated.
+_TRUNCATION_SLACK_FRAMES = 2
+# Extra slack when only the container's duration is known: it spans every stream (audio too).
+_CONTAINER_DURATION_SLACK_S = Fraction(1)
+# Targets this close past the end of the last frame still map to it: absorbs float rounding in
+# times the caller computed from VideoInfo.duration.
+_END_TOLERANCE_S = Fraction(1, 1_000_000)
+# When a seek lands after the first target (keyframe index by decode time, B-frames), seek again
+# this much earlier, doubling each time, down to the start of the stream.
+_SEEK_BACKOFF_S = Fraction(1)
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file cannot be opened, is empty or truncated, or cannot produce a requested clip."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns about a file's first video stream.
+
+    Attributes:
+        path: the file.
+        duration: seconds from the first frame's timestamp to the end of the last decodable frame.
+        fps: the stream's average frame rate (frames per second).
+        num_frames: the container's frame count, else ``round(duration * fps)``, or the count of
+            decoded frames when the container states no duration.
+        width: frame width in pixels.
+        height: frame height in pixels.
+    """
+
+    path: str
+    duration: float
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[InputContainer, VideoStream]:
+    """Open ``path``; return the container and its first video stream."""
+    import av
+
+    name = os.fspath(path)
+    try:
+        container = av.open(name, mode="r")
+    except (av.FFmpegError, OSError) as error:
+        raise VideoDecodeError(f"cannot open {name!r}: {error}") from error
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{name!r} has no video stream")
+    return container, container.streams.video[0]
+
+
+def _frame_rate(stream: VideoStream) -> Fraction:
+    """The stream's average frame rate, else the rate FFmpeg guesses from its timestamps."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return Fraction(rate)
+    raise VideoDecodeError(f"{stream.container.name!r}: the video stream states no frame rate")
+
+
+def _iter_frames(
+    container: InputContainer, stream: VideoStream, seek_time: Fraction | None
+) -> Iterator[tuple[Fraction, Fraction, VideoFrame]]:
+    """Yield ``(time, end, frame)`` in presentation order, from the keyframe at or before ``seek_time``.
+
+    ``seek_time`` None decodes from the container's current position (the start, when freshly
+    opened). ``time`` is the frame's timestamp and ``end`` the time its display ends (timestamp
+    plus the frame's duration, or one nominal frame interval when it states none), in seconds from
+    the stream start. A clean end of file stops the iteration; a demuxer or decoder error raises
+    VideoDecodeError naming the time reached.
+    """
+    import av
+
+    time_base = Fraction(stream.time_base)
+    start_pts = stream.start_time or 0
+    interval = 1 / _frame_rate(stream)
+    time = Fraction(0)
+    try:
+        if seek_time is not None:
+            container.seek(start_pts + int(seek_time / time_base), backward=True,
+                           any_frame=False, stream=stream)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise VideoDecodeError(f"{container.name!r}: decoded a frame without a timestamp")
+            time = (frame.pts - start_pts) * time_base
+            yield time, time + (frame.duration * time_base if frame.duration else interval), frame
+    except av.FFmpegError as error:
+        raise VideoDecodeError(
+            f"{container.name!r}: decoding failed after {float(time):.3f} s: {error}"
+        ) from error
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a video's metadata and check that it decodes to its end.
+
+    The duration comes from the video stream (else the container); the last second of the file
+    is then decoded, which catches truncated files (no decodable frame at the end, or frames that
+    stop well before the stated duration) and makes ``duration`` the measured end of the last
+    frame. When no duration is stated at all, the whole file is decoded to count frames.
+
+    Args:
+        path: the video file.
+
+    Returns:
+        The file's :class:`VideoInfo`.
+
+    Raises:
+        VideoDecodeError: the file is missing or unreadable, has no video stream, no decodable
+            frames or zero duration, or is truncated. The message gives the reason.
+    """
+    import av
+
+    name = os.fspath(path)
+    container, stream = _open(name)
+    with container:
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width <= 0 or height <= 0:
+            raise VideoDecodeError(f"{name!r}: the video stream has no frame size ({width}x{height})")
+        rate = _frame_rate(stream)
+        if stream.duration:
+            stated, slack = stream.duration * Fraction(stream.time_base), Fraction(0)
+        elif container.duration:
+            stated, slack = Fraction(container.duration, av.time_base), _CONTAINER_DURATION_SLACK_S
+        else:
+            stated, slack = None, Fraction(0)
+        seek_time = stated - _TAIL_CHECK_S if stated is not None and stated > _TAIL_CHECK_S else None
+        decoded, end = 0, Fraction(0)
+        for _, end, _ in _iter_frames(container, stream, seek_time):
+            decoded += 1
+        if decoded == 0:
+            where = "" if seek_time is None else \
+                f" in its last second (stated duration {float(stated):.3f} s): truncated?"
+            raise VideoDecodeError(f"{name!r}: no decodable video frame{where}")
+        if stated is not None and end < stated - slack - _TRUNCATION_SLACK_FRAMES / rate:
+            raise VideoDecodeError(
+                f"{name!r} is truncated: frames stop at {float(end):.3f} s of a stated "
+                f"{float(stated):.3f} s"
+            )
+        if end <= 0:
+            raise VideoDecodeError(f"{name!r} has zero duration")
+        if stream.frames > 0:
+            num_frames = stream.frames
+        elif stated is not None:
+            num_frames = round(end * rate)
+        else:
+            num_frames = decoded
+        return VideoInfo(path=name, duration=float(end), fps=float(rate), num_frames=num_frames,
+                         width=width, height=height)
+
+
+def _to_rgb_crop(frame: VideoFrame, size: int) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (swscale area filter), centre crop: (size, size, 3)."""
+    width, height = frame.width, frame.height
+    if width <= height:
+        new_w, new_h = size, max(size, round(height * size / width))
+    else:
+        new_w, new_h = max(size, round(width * size / height)), size
+    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="AREA").to_ndarray()
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return rgb[top : top + size, left : left + size]
+
+
+def _select_after_seek(
+    container: InputContainer,
+    stream: VideoStream,
+    targets: list[Fraction],
+    size: int,
+    seek_time: Fraction | None,
+) -> list[np.ndarray] | None:
+    """Decode forward from ``seek_time``; return the converted nearest frame for each target.
+
+    Returns None when a seek to a time after the stream start landed after ``targets[0]`` (so the
+    frame just before it was never decoded); the caller seeks earlier and tries again.
+    """
+    chosen: list[np.ndarray] = []
+    previous: tuple[Fraction, Fraction, VideoFrame] | None = None
+    last_taken: tuple[VideoFrame | None, np.ndarray | None] = (None, None)
+
+    def take(frame: VideoFrame) -> None:
+        nonlocal last_taken
+        if frame is not last_taken[0]:  # targets increase, so only the last frame can repeat
+            last_taken = (frame, _to_rgb_crop(frame, size))
+        chosen.append(last_taken[1])
+
+    for time, end, frame in _iter_frames(container, stream, seek_time):
+        if previous is None and time > targets[0] and seek_time:
+            return None
+        while len(chosen) < len(targets) and targets[len(chosen)] <= time:
+            target = targets[len(chosen)]
+            if previous is not None and target - previous[0] <= time - target:
+                take(previous[2])
+            else:
+                take(frame)
+        if len(chosen) == len(targets):
+            return chosen
+        previous = (time, end, frame)
+    # The decodable stream ended: targets within the last frame's display time still map to it.
+    while previous is not None and len(chosen) < len(targets) \
+            and targets[len(chosen)] <= previous[1] + _END_TOLERANCE_S:
+        take(previous[2])
+    if len(chosen) < len(targets):
+        stream_end = float(previous[1]) if previous is not None else 0.0
+        raise VideoDecodeError(
+            f"{container.name!r}: produced {len(chosen)} of {len(targets)} frames: the decodable "
+            f"stream ends at {stream_end:.3f} s but the clip needs a frame at "
+            f"{float(targets[len(chosen)]):.3f} s"
+        )
+    return chosen
+
+
+def decode_clip(
+    path: str | os.PathLike[str], start: float, num_frames: int, fps: float, image_size: int
+) -> torch.Tensor:
+    """Decode ``num_frames`` frames sampled at ``fps`` from ``start`` seconds, as square RGB images.
+
+    Frame ``k`` is the decoded frame whose timestamp is nearest to ``start + k / fps`` (ties go
+    to the earlier frame; see the module docstring). The decoder seeks once to the keyframe at or
+    before ``start`` and decodes forward; only chosen frames are converted. Each is resized so its
+    shorter side is ``image_size`` (swscale's area filter, which averages on downscaling) and
+    centre-cropped to ``image_size x image_size``.
+
+    Args:
+        path: the video file.
+        start: time of the first frame, in seconds from the first frame of the stream (>= 0).
+        num_frames: T, frames in the clip (>= 1).
+        fps: sampling rate of the clip, frames per second (> 0).
+        image_size: S, output side in pixels (>= 1).
+
+    Returns:
+        uint8 tensor (T, 3, S, S), RGB.
+
+    Raises:
+        ValueError: invalid arguments.
+        VideoDecodeError: the file cannot be opened, or fewer than T frames can be produced (the
+            clip runs past the end of the decodable stream, or the data is corrupt mid-stream).
+    """
+    if not np.isfinite(start) or start < 0:
+        raise ValueError(f"start must be a finite number of seconds >= 0, got {start}")
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    if not np.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
+    first, step = Fraction(start), 1 / Fraction(fps)
+    targets = [first + k * step for k in range(num_frames)]
+    container, stream = _open(path)
+    with container:
+        seek_time = targets[0] if targets[0] > 0 else None
+        backoff = _SEEK_BACKOFF_S
+        while (images := _select_after_seek(container, stream, targets, image_size, seek_time)) \
+                is None:
+            seek_time = max(Fraction(0), targets[0] - backoff)
+            backoff *= 2
+    clip = torch.from_numpy(np.stack(images))  # (T, S, S, 3)
+    return clip.permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,7 @@
+"""Thin modules over the ops: they own parameters and call the public ops only."""
+
+from lam_fast.nn.attention import FrameCausalSelfAttention
+from lam_fast.nn.adaln import AdaLNZeroBlock, FinalLayer
+from lam_fast.nn.vq import VectorQuantizer
+
+__all__ = ["AdaLNZeroBlock", "FinalLayer", "FrameCausalSelfAttention", "VectorQuantizer"]
