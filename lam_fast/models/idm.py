@@ -43,9 +43,9 @@ class InverseDynamicsModel(nn.Module):
         super().__init__()
         w = cfg.width
         self.embed = nn.Linear(2 * state_dim, w)
-        self.pos = nn.Parameter(torch.randn(num_tokens, w) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(num_tokens, w) * 0.02)
         self.blocks = nn.ModuleList(_Block(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.query = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+        self.query_embed = nn.Parameter(torch.randn(1, 1, w) * 0.02)
         self.pool = nn.MultiheadAttention(w, cfg.heads, batch_first=True)
         self.norm = nn.LayerNorm(w)
         self.head = nn.Linear(w, out_dim)
@@ -53,8 +53,8 @@ class InverseDynamicsModel(nn.Module):
     def forward(self, s_t: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
         if s_t.shape != s_next.shape or s_t.dim() != 3:
             raise ValueError(f"IDM takes two (M, N, C) states, got {tuple(s_t.shape)} and {tuple(s_next.shape)}")
-        x = self.embed(torch.cat([s_t, s_next - s_t], dim=-1)) + self.pos
+        x = self.embed(torch.cat([s_t, s_next - s_t], dim=-1)) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        pooled, _ = self.pool(self.query.expand(x.shape[0], -1, -1), x, x, need_weights=False)
+        pooled, _ = self.pool(self.query_embed.expand(x.shape[0], -1, -1), x, x, need_weights=False)
         return self.head(self.norm(pooled[:, 0]))

@@ -51,8 +51,8 @@ class FinalLayer(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or dim, 2 * dim))
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
-        self.head = nn.Linear(dim, out_dim)
+        self.unembed = nn.Linear(dim, out_dim)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, *, frame_tokens: int) -> torch.Tensor:
         shift, scale = self.modulation(c).chunk(2, dim=-1)
-        return self.head(adaln_modulate(x, shift, scale, frame_tokens=frame_tokens, backend=self.backend))
+        return self.unembed(adaln_modulate(x, shift, scale, frame_tokens=frame_tokens, backend=self.backend))

@@ -18,8 +18,14 @@ class VectorQuantizer(nn.Module):
         if num_codes < 1 or dim < 1:
             raise ValueError(f"VectorQuantizer needs num_codes >= 1 and dim >= 1, got {num_codes}, {dim}")
         self.backend = backend
-        self.codebook = nn.Parameter(torch.empty(num_codes, dim).uniform_(-1.0 / num_codes, 1.0 / num_codes))
+        # named like nn.Embedding's weight: parameter names containing "embed" are optimised by
+        # AdamW, not Muon (see lam_fast.training.optim.uses_muon)
+        self.embedding = nn.Parameter(torch.empty(num_codes, dim).uniform_(-1.0 / num_codes, 1.0 / num_codes))
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.int64))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.embedding
 
     @property
     def num_codes(self) -> int:

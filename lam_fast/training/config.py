@@ -1,0 +1,147 @@
+"""Strict training configuration: defaults < YAML file < command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from lam_fast.models.config import REGULARIZERS, DiscreteConfig, ModelConfig, NoisyConfig, SparseConfig
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # model
+    reg: str = "sparse"
+    preset: str = "tiny"
+    latent_dim: int = 128
+    lambda_l1: float = SparseConfig.lambda_l1
+    beta: float = NoisyConfig.beta
+    codebook_size: int = DiscreteConfig.codebook_size
+    vq_reset_every: int = DiscreteConfig.reset_every_videos
+    backend: str = "auto"
+    # encoder
+    encoder: str = "pixels"
+    encoder_model: str | None = None
+    patch_size: int = 8
+    image_size: int = 64
+    # data
+    data: str | None = None
+    num_frames: int = 16
+    fps: float = 4.0
+    num_workers: int = 0
+    # optimisation (PAPER.md section 3)
+    steps: int = 1000
+    batch_size: int = 8
+    muon_lr: float = 0.02
+    adamw_lr: float = 6.25e-4
+    weight_decay: float = 0.04
+    warmup_frac: float = 0.1
+    grad_clip: float = 1.0
+    # run
+    out: str = "runs/default"
+    seed: int = 0
+    save_every: int = 100
+    keep_last: int = 3
+    log_every: int = 10
+    engine: str = "auto"
+    zero_stage: int = 0
+    deepspeed_config: str | None = None
+    precision: str = "auto"
+
+    def __post_init__(self):
+        checks = {
+            "reg": self.reg in REGULARIZERS,
+            "engine": self.engine in ("auto", "deepspeed", "local"),
+            "zero_stage": self.zero_stage in (0, 1, 2, 3),
+            "precision": self.precision in ("auto", "fp32", "bf16"),
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "num_frames": self.num_frames >= 2,
+            "fps": self.fps > 0,
+            "save_every": self.save_every >= 1,
+            "keep_last": self.keep_last >= 1,
+            "log_every": self.log_every >= 1,
+            "warmup_frac": 0 <= self.warmup_frac < 1,
+            "num_workers": self.num_workers >= 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid value for config key {key!r}: {getattr(self, key)!r}")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            reg=self.reg,
+            preset=self.preset,
+            latent_dim=self.latent_dim,
+            sparse=SparseConfig(lambda_l1=self.lambda_l1),
+            noisy=NoisyConfig(beta=self.beta),
+            discrete=DiscreteConfig(codebook_size=self.codebook_size, reset_every_videos=self.vq_reset_every),
+            backend=self.backend,
+        )
+
+    def encoder_options(self) -> dict:
+        if self.encoder == "pixels":
+            return {"patch_size": self.patch_size}
+        if self.encoder == "vjepa2" and self.encoder_model:
+            return {"model": self.encoder_model}
+        return {}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value):
+    hint = _HINTS[key]
+    optional = type(None) in typing.get_args(hint)
+    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key {key!r} cannot be null")
+    if base is bool or isinstance(value, bool) and base is not bool:
+        raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}")
+    try:
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return base(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}") from None
+
+
+def make_config(yaml_path: str | Path | None = None, **overrides) -> TrainConfig:
+    """Build a TrainConfig from an optional YAML file and keyword overrides (None = not given).
+
+    Unknown keys raise :class:`ConfigError` naming the key and the file they came from.
+    """
+    valid = {f.name for f in fields(TrainConfig)}
+    values: dict = {}
+    if yaml_path is not None:
+        text = Path(yaml_path).read_text()
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{yaml_path}: the config must be a mapping of keys to values")
+        for key, value in loaded.items():
+            if key not in valid:
+                raise ConfigError(f"unknown config key {key!r} in {yaml_path}; valid keys: {', '.join(sorted(valid))}")
+            values[key] = _coerce(key, value)
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(valid))}")
+        if value is not None:
+            values[key] = _coerce(key, value)
+    return TrainConfig(**values)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))

@@ -1,0 +1,225 @@
+"""Two interchangeable engines behind one small interface.
+
+``LocalEngine``: one process, plain PyTorch (torch.optim.Muon + AdamW); needs no DeepSpeed.
+``DeepSpeedEngine``: DeepSpeed (ZeRO 0-3, its Muon-with-auxiliary-Adam optimizer, gloo on CPU,
+nccl on GPU), launched by ``deepspeed train/run.py`` or as one process by ``python train/run.py``.
+Both use the same parameter split (``optim.uses_muon``), LR schedule and gradient clipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lam_fast.training.config import ConfigError, TrainConfig
+from lam_fast.training.optim import MuonAdamW, split_params, uses_muon, warmup_cosine
+
+#: Keys of DeepSpeed's ZeRO optimizer state that hold objects rather than tensors and that the
+#: optimizer rebuilds from its config on construction (loss scaler, universal-checkpoint maps).
+_DERIVED_ZERO_KEYS = ("loss_scaler", "param_slice_mappings", "universal_checkpoint_info")
+
+
+class LocalEngine:
+    name = "local"
+    rank, world_size, zero_stage = 0, 1, 0
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device):
+        self.module = model.to(device)
+        self.device = device
+        self.optimizer = MuonAdamW(model, muon_lr=cfg.muon_lr, adamw_lr=cfg.adamw_lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(cfg.steps, cfg.warmup_frac))
+        self.grad_clip = cfg.grad_clip
+        self._params = [p for part in split_params(model) for p in part]
+
+    def step(self, loss: torch.Tensor) -> float:
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip if self.grad_clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr/muon": self.optimizer.param_groups[0]["lr"], "lr/adamw": self.optimizer.param_groups[-1]["lr"]}
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().float().cpu() for k, v in self.module.state_dict().items()}
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)
+
+    def optimizer_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    @torch.no_grad()
+    def set_rows(self, param: nn.Parameter, rows: torch.Tensor, values: torch.Tensor) -> None:
+        param[rows] = values.to(param.dtype)
+
+    def barrier(self) -> None:
+        return None
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
+    """DeepSpeed JSON config: the user's ``--deepspeed_config`` file (its keys win), completed with
+    the run's batch size, Muon + AdamW optimizer, clipping, ZeRO stage and precision."""
+    user: dict = {}
+    if cfg.deepspeed_config:
+        user = json.loads(Path(cfg.deepspeed_config).read_text())
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu)
+    ds = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.grad_clip,
+        "optimizer": {
+            "type": "Muon",
+            "params": {
+                "muon_lr": cfg.muon_lr,
+                "adam_lr": cfg.adamw_lr,
+                "weight_decay": cfg.weight_decay,
+                "momentum": 0.95,
+                "betas": [0.9, 0.95],
+            },
+        },
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    for key, value in user.items():
+        if isinstance(value, dict) and isinstance(ds.get(key), dict):
+            ds[key] = {**ds[key], **value}
+        else:
+            ds[key] = value
+    return ds
+
+
+class DeepSpeedEngine:
+    name = "deepspeed"
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device):
+        import deepspeed
+
+        if "RANK" not in os.environ:  # plain `python train/run.py`: one process, no MPI
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(_free_port()))
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.device = device
+        self.config = deepspeed_config(cfg, device.type == "cuda")
+        self.zero_stage = int(self.config["zero_optimization"].get("stage", 0))
+        if self.config["optimizer"].get("type") != "Muon":
+            raise ConfigError("lam_fast trains with DeepSpeed's Muon optimizer; the deepspeed config sets another")
+        for name, p in model.named_parameters():
+            p.use_muon = uses_muon(name, p)
+        factor = warmup_cosine(cfg.steps, cfg.warmup_frac)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model.to(device),
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=self.config,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
+        )
+        self.module = self.engine.module
+
+    def step(self, loss: torch.Tensor) -> float:
+        self.engine.backward(loss)
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return float("nan") if norm is None else float(norm)
+
+    def learning_rates(self) -> dict[str, float]:
+        rates = {}
+        for group in self.optimizer.param_groups:
+            rates["lr/muon" if group.get("use_muon") else "lr/adamw"] = group["lr"]
+        return rates
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters())):
+                return {k: v.detach().float().cpu().clone() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().float().cpu() for k, v in self.module.state_dict().items()}
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                self.module.load_state_dict(state)
+        else:
+            self.module.load_state_dict(state)
+
+    def optimizer_state(self) -> dict:
+        state = self.optimizer.state_dict()
+        if isinstance(state, dict):
+            state = {k: v for k, v in state.items() if k not in _DERIVED_ZERO_KEYS}
+        return {"optimizer": state, "scheduler": self.scheduler.state_dict()}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        if self.zero_stage == 0:
+            self.optimizer.load_state_dict(state["optimizer"])
+        else:
+            # ZeRO optimizers take one state per data-parallel rank and read their own entry
+            per_rank = [None] * self.world_size
+            per_rank[self.rank] = state["optimizer"]
+            self.optimizer.load_state_dict(per_rank, load_optimizer_states=True, load_from_fp32_weights=True)
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    @torch.no_grad()
+    def set_rows(self, param: nn.Parameter, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Overwrite rows of a parameter in the model and in the optimizer's fp32 master copy."""
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+        full = safe_get_full_fp32_param(param)
+        if full is None:
+            param[rows] = values.to(param.dtype)
+            return
+        full = full.clone()
+        full[rows] = values.to(full.dtype)
+        safe_set_full_fp32_param(param, full)
+        if self.zero_stage < 3:
+            param[rows] = values.to(param.dtype)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def any_rank(self, flag: bool) -> bool:
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+
+def make_engine(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    """The engine for ``cfg.engine``: ``auto`` is DeepSpeed when it is installed, else local."""
+    if cfg.engine == "local":
+        if cfg.zero_stage or cfg.deepspeed_config or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("engine 'local' is one process without ZeRO; use engine 'deepspeed' for zero_stage/"
+                              "deepspeed_config/several processes")
+        return LocalEngine(model, cfg, device)
+    if cfg.engine == "auto":
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            if cfg.zero_stage or cfg.deepspeed_config:
+                raise ConfigError("zero_stage/deepspeed_config need DeepSpeed: pip install 'lam_fast[dist]'") from None
+            return LocalEngine(model, cfg, device)
+    return DeepSpeedEngine(model, cfg, device)

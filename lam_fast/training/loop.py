@@ -1,0 +1,213 @@
+"""The training loop: video clips -> frozen encoder -> LatentActionWorldModel -> engine step.
+
+Importable without DeepSpeed (the engine is chosen at run time). Rank 0 writes ``metrics.jsonl``
+(one JSON object per logged step), TensorBoard scalars and the progress bar; every rank writes
+its optimizer shard into each checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lam_fast.models import LatentActionWorldModel
+from lam_fast.training import checkpoint as ckpt
+from lam_fast.training.config import TrainConfig, save_config
+from lam_fast.training.engine import make_engine
+from lam_fast.training.safe_io import load_tree, save_tree
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the run stopped without writing a checkpoint of the bad state."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    first_loss: float | None
+    last_loss: float | None
+    step: int
+    checkpoint: Path | None
+    skipped: int
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        import os
+
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+        from lam_fast.data import VideoClipDataset
+        from lam_fast.models.encoders import build_encoder
+
+        if cfg.data is None:
+            raise ValueError("no training data: set --data to a folder of videos or a CSV list")
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = _device()
+        torch.manual_seed(cfg.seed)
+        self.encoder = build_encoder(cfg.encoder, cfg.image_size, **cfg.encoder_options()).to(self.device)
+        frames = cfg.num_frames
+        self.dataset = VideoClipDataset(cfg.data, num_frames=frames, fps=cfg.fps, image_size=cfg.image_size, seed=cfg.seed)
+        model = LatentActionWorldModel(cfg.model_config(), state_dim=self.encoder.dim, grid=self.encoder.grid)
+        self.engine = make_engine(model, cfg, self.device)
+        self.model: LatentActionWorldModel = self.engine.module
+        self.rank, self.world_size = self.engine.rank, self.engine.world_size
+        self.step = 0
+        self.videos_seen = 0
+        self.read_failures = 0
+        self.resumed_from: Path | None = None
+        if resume:
+            self._resume()
+        self.autocast = self.device.type == "cuda" and self.engine_precision_bf16()
+
+    def engine_precision_bf16(self) -> bool:
+        return self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.device.type == "cuda")
+
+    # ---------------------------------------------------------------- checkpoints
+    def _resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.out)
+        if path is None:
+            return
+        meta = json.loads((path / "trainer.json").read_text())
+        if meta["world_size"] != self.world_size:
+            raise ValueError(f"{path} was written by {meta['world_size']} ranks; resume needs the same number, got {self.world_size}")
+        self.engine.load_model_state(load_file(str(path / "model.safetensors")))
+        shard = load_tree(path / f"optimizer_rank{self.rank}")
+        self.engine.load_optimizer_state(shard["engine"])
+        ckpt.set_rng_state(shard["rng"])
+        self.step, self.videos_seen, self.read_failures = meta["step"], meta["videos_seen"], meta["read_failures"]
+        self.resumed_from = path
+
+    def save(self) -> Path:
+        stage = ckpt.staging_dir(self.out, self.step)
+        if self.rank == 0:
+            stage.mkdir(parents=True, exist_ok=True)
+        self.engine.barrier()
+        state = self.engine.model_state()
+        save_tree({"engine": self.engine.optimizer_state(), "rng": ckpt.rng_state()}, stage / f"optimizer_rank{self.rank}")
+        if self.rank == 0:
+            save_file(state, str(stage / "model.safetensors"), metadata={"step": str(self.step)})
+            save_config(self.cfg, stage / "config.yaml")
+            ckpt.write_json_atomic(stage / "versions.json", ckpt.library_versions())
+            meta = {
+                "step": self.step,
+                "videos_seen": self.videos_seen,
+                "read_failures": self.read_failures,
+                "world_size": self.world_size,
+                "engine": self.engine.name,
+                "zero_stage": self.engine.zero_stage,
+                "encoder": {"name": self.encoder.name, "dim": self.encoder.dim, "grid": list(self.encoder.grid)},
+            }
+            ckpt.write_json_atomic(stage / "trainer.json", meta)
+        self.engine.barrier()
+        final = ckpt.checkpoint_root(self.out) / ckpt.step_dir_name(self.step)
+        if self.rank == 0:
+            final = ckpt.publish(self.out, self.step, self.cfg.keep_last)
+        self.engine.barrier()
+        return final
+
+    # ---------------------------------------------------------------- loop
+    def _vq_reset(self, before: int) -> dict[str, float]:
+        reg = self.model.regularizer
+        every = self.cfg.vq_reset_every
+        if reg is None or reg.kind != "discrete" or self.videos_seen // every == before // every:
+            return {}
+        dead, rows = reg.reset_dead_codes()
+        if dead.numel():
+            self.engine.set_rows(reg.quantizer.embedding, dead, rows)
+        return {"vq/codes_reset": float(dead.numel())}
+
+    def skipped(self) -> int:
+        return len(self.dataset.skipped) + self.read_failures
+
+    def train(self) -> TrainResult:
+        from tqdm import tqdm
+
+        from lam_fast.data import make_dataloader
+
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        loader = make_dataloader(
+            self.dataset, batch_size=cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
+            start_step=self.step, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        writer = metrics_file = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tensorboard"))
+            metrics_file = open(self.out / "metrics.jsonl", "a")
+        first = last = None
+        checkpoint = self.resumed_from
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc=f"train {cfg.reg}", dynamic_ncols=True)
+        rng = torch.get_rng_state()
+        batches = iter(loader)  # DataLoader draws a base seed from the global RNG: keep resume exact
+        torch.set_rng_state(rng)
+        try:
+            t_last = time.perf_counter()
+            while self.step < cfg.steps:
+                batch = next(batches)
+                self.read_failures += int(batch["skipped"])
+                video = batch["video"]
+                if video.shape[0] == 0:
+                    continue  # every clip of this batch failed to decode; they are counted above
+                states = self.encoder.encode(video.to(self.device, non_blocking=True))
+                self.model.train()
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    out = self.model(states)
+                loss = out["loss"]
+                if self.engine.any_rank(not math.isfinite(loss.item())):
+                    good = ckpt.latest_checkpoint(self.out)
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at step {self.step + 1} (some rank saw a non-finite loss); "
+                        f"stopping. Last good checkpoint: {good if good else 'none written yet'}"
+                    )
+                grad_norm = self.engine.step(loss)
+                before = self.videos_seen
+                self.videos_seen += video.shape[0] * self.world_size
+                self.step += 1
+                extra = self._vq_reset(before)
+                value = loss.item()
+                first = value if first is None else first
+                last = value
+                bar.update(1)
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps or self.step == 1):
+                    now = time.perf_counter()
+                    record = {"step": self.step, "loss": value}
+                    record.update({k: float(v.detach()) for k, v in out.items() if k != "loss"})
+                    record.update(self.engine.learning_rates())
+                    record.update(extra)
+                    record.update({"grad_norm": grad_norm, "videos_seen": self.videos_seen,
+                                   "data/skipped": self.skipped(), "time/step_s": now - t_last})
+                    t_last = now
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    for key, val in record.items():
+                        if key != "step":
+                            writer.add_scalar(key, val, self.step)
+                    bar.set_postfix(loss=f"{value:.4f}")
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    checkpoint = self.save()
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+                metrics_file.close()
+        return TrainResult(self.out, first, last, self.step, checkpoint, self.skipped())
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+    return Trainer(cfg, resume=resume).train()
