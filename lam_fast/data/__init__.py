@@ -1,7 +1,9 @@
 """Video data: decoding (PyAV), clip datasets, data-parallel clip sampling, sample clips."""
 
-from lam_fast.data.dataset import (  # noqa
+from lam_fast.data.dataset import (
+    VIDEO_EXTENSIONS,
     ClipBatchSampler,
+    ClipItem,
     VideoClipDataset,
     collate_clips,
     make_dataloader,
@@ -12,7 +14,9 @@ from lam_fast.data.video import VideoDecodeError, VideoInfo, decode_clip, probe_
 
 __all__ = [
     "SAMPLE_CLIPS",
+    "VIDEO_EXTENSIONS",
     "ClipBatchSampler",
+    "ClipItem",
     "VideoClipDataset",
     "VideoDecodeError",
     "VideoInfo",

