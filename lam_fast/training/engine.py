@@ -99,7 +99,8 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
                 "betas": [0.9, 0.95],
             },
         },
-        "zero_optimization": {"stage": cfg.zero_stage},
+        # DeepSpeed's Muon needs whole gradients before orthogonalising: no reduce-scatter under ZeRO-3
+        "zero_optimization": {"stage": cfg.zero_stage, **({"reduce_scatter": False} if cfg.zero_stage == 3 else {})},
         "bf16": {"enabled": bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -179,8 +180,12 @@ class DeepSpeedEngine:
             self.optimizer.load_state_dict(state["optimizer"])
         else:
             # ZeRO optimizers take one state per data-parallel rank and read their own entry
+            own = dict(state["optimizer"])
+            if hasattr(self.optimizer, "loss_scaler"):
+                # not saved (an object); fp32/bf16 training has no dynamic loss-scale state to restore
+                own.setdefault("loss_scaler", self.optimizer.loss_scaler)
             per_rank = [None] * self.world_size
-            per_rank[self.rank] = state["optimizer"]
+            per_rank[self.rank] = own
             self.optimizer.load_state_dict(per_rank, load_optimizer_states=True, load_from_fp32_weights=True)
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -197,6 +202,12 @@ class DeepSpeedEngine:
         full[rows] = values.to(full.dtype)
         safe_set_full_fp32_param(param, full)
         if self.zero_stage < 3:
+            param[rows] = values.to(param.dtype)
+            return
+        import deepspeed
+
+        # the partitioned working copy is otherwise refreshed from fp32 only after the next step
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
             param[rows] = values.to(param.dtype)
 
     def barrier(self) -> None:
