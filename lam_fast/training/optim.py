@@ -66,3 +66,6 @@ class MuonAdamW(torch.optim.Optimizer):
         if self.muon is not None:
             self.muon.load_state_dict(state_dict["muon"])
         self.adamw.load_state_dict(state_dict["adamw"])
+        # Optimizer.load_state_dict replaces the group dicts: point at the new ones, or the LR
+        # scheduler would keep updating groups the inner optimizers no longer read
+        self.param_groups = [g for opt in self.parts for g in opt.param_groups]

@@ -1,0 +1,110 @@
+"""Training loop (local engine, in-process): learning, exact resume, NaN stop, bad data, checkpoints."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lam_fast.models import LatentActionWorldModel
+from lam_fast.training import NonFiniteLossError, make_config, train
+from lam_fast.training import checkpoint as ckpt
+from lam_fast.training.safe_io import load_tree, save_tree
+
+SMALL = dict(engine="local", preset="tiny", image_size=32, patch_size=8, num_frames=4, fps=4.0, batch_size=2,
+             latent_dim=16, log_every=1)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_training_lowers_the_loss(video_folder, tmp_path):
+    cfg = make_config(**SMALL, reg="sparse", data=str(video_folder), steps=40, out=str(tmp_path / "run"), save_every=40)
+    result = train(cfg)
+    losses = _losses(tmp_path / "run")
+    first = sum(losses[s] for s in range(1, 6)) / 5
+    last = sum(losses[s] for s in range(36, 41)) / 5
+    assert last < 0.7 * first
+    assert result.step == 40 and result.checkpoint is not None
+
+
+@pytest.mark.parametrize("reg", ["noisy", "discrete"])
+def test_resume_equals_uninterrupted(video_folder, tmp_path, reg):
+    common = dict(SMALL, reg=reg, data=str(video_folder), steps=8, save_every=4, keep_last=5, codebook_size=8,
+                  vq_reset_every=6)
+    full = tmp_path / "full"
+    train(make_config(**common, out=str(full)))
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / ckpt.step_dir_name(4), part / "checkpoints" / ckpt.step_dir_name(4))
+    result = train(make_config(**common, out=str(part)), resume=True)
+    assert result.step == 8
+    a, b = _losses(full), _losses(part)
+    assert sorted(b) == [5, 6, 7, 8]
+    assert [a[s] for s in b] == [b[s] for s in sorted(b)]  # bitwise equal losses
+    wa = load_file(str(full / "checkpoints" / ckpt.step_dir_name(8) / "model.safetensors"))
+    wb = load_file(str(part / "checkpoints" / ckpt.step_dir_name(8) / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(video_folder, tmp_path, monkeypatch):
+    original = LatentActionWorldModel.forward
+    calls = {"n": 0}
+
+    def poisoned(self, states):
+        calls["n"] += 1
+        out = original(self, states)
+        if calls["n"] >= 4:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(LatentActionWorldModel, "forward", poisoned)
+    out = tmp_path / "run"
+    cfg = make_config(**SMALL, reg="sparse", data=str(video_folder), steps=10, out=str(out), save_every=2)
+    with pytest.raises(NonFiniteLossError, match="step 4.*Last good checkpoint: .*step_00000002"):
+        train(cfg)
+    good = ckpt.latest_checkpoint(out)
+    assert good.name == ckpt.step_dir_name(2)
+    weights = load_file(str(good / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert json.loads((good / "trainer.json").read_text())["step"] == 2
+    load_tree(good / "optimizer_rank0")
+
+
+def test_corrupt_videos_are_skipped_and_counted(folder_with_corrupt, tmp_path):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning):
+        result = train(make_config(**SMALL, reg="sparse", data=str(folder_with_corrupt), steps=2, out=str(out)))
+    assert result.skipped == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["data/skipped"] == 2 for r in records)
+
+
+def test_checkpoint_is_complete_and_pickle_free(video_folder, tmp_path):
+    out = tmp_path / "run"
+    train(make_config(**SMALL, reg="discrete", codebook_size=8, data=str(video_folder), steps=3, save_every=1,
+                      keep_last=2, out=str(out)))
+    kept = ckpt.list_checkpoints(out)
+    assert [p.name for p in kept] == [ckpt.step_dir_name(2), ckpt.step_dir_name(3)]
+    latest = ckpt.latest_checkpoint(out)
+    assert latest == kept[-1]
+    names = {p.name for p in latest.iterdir()}
+    assert names == {"model.safetensors", "optimizer_rank0.json", "optimizer_rank0.safetensors", "trainer.json",
+                     "config.yaml", "versions.json"}
+    assert "torch" in json.loads((latest / "versions.json").read_text())
+    assert "reg: discrete" in (latest / "config.yaml").read_text()
+    # a staging directory left by a crash is never picked up
+    (out / "checkpoints" / "step_00000009.tmp").mkdir()
+    assert ckpt.latest_checkpoint(out) == latest
+
+
+def test_safe_tree_round_trip_and_refuses_objects(tmp_path):
+    state = {"a": torch.arange(3), 1: [1.5, None, (True, "x")], "d": torch.float16, "nested": {"t": torch.ones(2, 2)}}
+    save_tree(state, tmp_path / "s")
+    back = load_tree(tmp_path / "s")
+    assert torch.equal(back["a"], state["a"]) and back[1] == [1.5, None, (True, "x")] and back["d"] is torch.float16
+    with pytest.raises(TypeError, match="cannot checkpoint a .*object"):
+        save_tree({"bad": object()}, tmp_path / "bad")
