@@ -60,7 +60,11 @@ class LatentActionWorldModel(nn.Module):
             out.update(reg.losses)
             out.update(reg.metrics)
         pred = self.predictor(states[:, :-1], z)
-        out["pred_l1"] = (pred.float() - states[:, 1:].float()).abs().mean()
+        target = states[:, 1:].float()
+        out["pred_l1"] = (pred.float() - target).abs().mean()
+        with torch.no_grad():  # scale-free diagnostic: error relative to predicting "no change"
+            copy_l1 = (states[:, :-1].float() - target).abs().mean()
+            out["pred/rel_to_copy"] = out["pred_l1"].detach() / copy_l1.clamp_min(1e-12)
         loss_terms = [v for k, v in out.items() if k == "pred_l1" or k.startswith("reg/")]
         out["loss"] = torch.stack(loss_terms).sum()
         return out

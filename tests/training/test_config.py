@@ -1,0 +1,39 @@
+import pytest
+
+from lam_fast.training import ConfigError, make_config
+
+
+def test_defaults_yaml_and_flags_precedence(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("reg: noisy\nbeta: 0.001\nsteps: 50\n")
+    cfg = make_config(path, steps=7, lambda_l1=None)
+    assert (cfg.reg, cfg.beta, cfg.steps, cfg.lambda_l1) == ("noisy", 0.001, 7, 0.05)
+    assert cfg.model_config().noisy.beta == 0.001
+
+
+def test_unknown_key_raises_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("reg: sparse\nlamda_l1: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'lamda_l1'"):
+        make_config(path)
+    with pytest.raises(ConfigError, match="'bogus'"):
+        make_config(bogus=1)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [("steps: ten\n", "steps"), ("steps: 2.5\n", "steps"), ("reg: sparsey\n", "reg"), ("zero_stage: 4\n", "zero_stage"),
+     ("batch_size: true\n", "batch_size"), ("data: null\nout: null\n", "out")],
+)
+def test_bad_values_name_the_key(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=key):
+        make_config(path)
+
+
+def test_non_mapping_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        make_config(path)
