@@ -26,13 +26,15 @@ class Predictor(nn.Module):
 
     states: (B, T, N, C_s); cond: (B, T, C_z) with z_t conditioning frame t, or None when the
     model has no latent (deterministic baseline: a learned constant conditioning vector).
-    Returns (B, T, N, C_s): output frame t is the prediction of s_{t+1} from s_{0..t} and z_{0..t}.
+    Returns (B, T, N, C_s): output frame t is the prediction of s_{t+1} from s_{0..t} and z_{0..t}
+    (with ``residual``, the network's output is added to s_t). The output layer is zero-initialised,
+    so an untrained predictor returns s_t (residual) or 0.
     """
 
     def __init__(self, state_dim: int, grid: tuple[int, int], cond_dim: int, cfg: TransformerConfig, *,
-                 rope_base: float = 10000.0, backend: str = "auto"):
+                 rope_base: float = 10000.0, residual: bool = True, backend: str = "auto"):
         super().__init__()
-        self.grid, self.cond_dim, self.cfg = tuple(grid), cond_dim, cfg
+        self.grid, self.cond_dim, self.cfg, self.residual = tuple(grid), cond_dim, cfg, residual
         width = cfg.width
         self.embed = nn.Linear(state_dim, width)
         if cond_dim > 0:
@@ -43,6 +45,8 @@ class Predictor(nn.Module):
             AdaLNZeroBlock(width, cfg.heads, cfg.mlp_ratio, backend=backend) for _ in range(cfg.depth)
         )
         self.final = FinalLayer(width, state_dim, backend=backend)
+        nn.init.zeros_(self.final.unembed.weight)  # DiT: zero-initialised output layer
+        nn.init.zeros_(self.final.unembed.bias)
         self.rope = Rope3D(width // cfg.heads, self.grid, rope_base)
 
     @property
@@ -70,4 +74,5 @@ class Predictor(nn.Module):
         c = self._conditioning(cond, b, t, x.dtype)
         for i, block in enumerate(self.blocks):
             x = block(x, c, frame_tokens=n, rope=self.rope, cache=None if cache is None else cache.layers[i])
-        return self.final(x, c, frame_tokens=n).view(b, t, n, cs)
+        out = self.final(x, c, frame_tokens=n).view(b, t, n, cs)
+        return out + states if self.residual else out

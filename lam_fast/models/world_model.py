@@ -27,7 +27,8 @@ class LatentActionWorldModel(nn.Module):
         if self.regularizer is not None:
             self.idm = InverseDynamicsModel(state_dim, num_tokens, self.regularizer.idm_out_dim, cfg.idm)
         cond_dim = 0 if self.regularizer is None else cfg.latent_dim
-        self.predictor = Predictor(state_dim, self.grid, cond_dim, cfg.predictor, rope_base=cfg.rope_base, backend=cfg.backend)
+        self.predictor = Predictor(state_dim, self.grid, cond_dim, cfg.predictor, rope_base=cfg.rope_base,
+                                   residual=cfg.residual, backend=cfg.backend)
 
     @property
     def has_latent(self) -> bool:

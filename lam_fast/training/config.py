@@ -26,6 +26,7 @@ class TrainConfig:
     beta: float = NoisyConfig.beta
     codebook_size: int = DiscreteConfig.codebook_size
     vq_reset_every: int = DiscreteConfig.reset_every_videos
+    residual: bool = True
     backend: str = "auto"
     # encoder
     encoder: str = "pixels"
@@ -84,6 +85,7 @@ class TrainConfig:
             sparse=SparseConfig(lambda_l1=self.lambda_l1),
             noisy=NoisyConfig(beta=self.beta),
             discrete=DiscreteConfig(codebook_size=self.codebook_size, reset_every_videos=self.vq_reset_every),
+            residual=self.residual,
             backend=self.backend,
         )
 
@@ -109,8 +111,10 @@ def _coerce(key: str, value):
         if optional:
             return None
         raise ConfigError(f"config key {key!r} cannot be null")
-    if base is bool or isinstance(value, bool) and base is not bool:
+    if (base is bool) != isinstance(value, bool):
         raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}")
+    if base is bool:
+        return value
     try:
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError

@@ -148,3 +148,12 @@ def test_presets():
     assert sizes == sorted(sizes)
     for cfg in PREDICTOR_PRESETS.values():
         assert 32 <= cfg.width // cfg.heads <= 128 or cfg.width == 128
+
+
+def test_untrained_predictor_predicts_no_change():
+    model = _model("sparse")
+    states = _states()
+    out = model(states)
+    assert out["pred/rel_to_copy"].item() == pytest.approx(1.0, abs=1e-6)
+    direct = LatentActionWorldModel(ModelConfig(reg="sparse", latent_dim=8, residual=False), state_dim=DIM, grid=GRID)
+    assert torch.equal(direct.predict(states, torch.zeros(2, 5, 8)), torch.zeros_like(states))

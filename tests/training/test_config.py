@@ -9,6 +9,7 @@ def test_defaults_yaml_and_flags_precedence(tmp_path):
     cfg = make_config(path, steps=7, lambda_l1=None)
     assert (cfg.reg, cfg.beta, cfg.steps, cfg.lambda_l1) == ("noisy", 0.001, 7, 0.05)
     assert cfg.model_config().noisy.beta == 0.001
+    assert make_config(residual=False).model_config().residual is False
 
 
 def test_unknown_key_raises_naming_it(tmp_path):
@@ -23,7 +24,7 @@ def test_unknown_key_raises_naming_it(tmp_path):
 @pytest.mark.parametrize(
     "text, key",
     [("steps: ten\n", "steps"), ("steps: 2.5\n", "steps"), ("reg: sparsey\n", "reg"), ("zero_stage: 4\n", "zero_stage"),
-     ("batch_size: true\n", "batch_size"), ("data: null\nout: null\n", "out")],
+     ("batch_size: true\n", "batch_size"), ("residual: 1\n", "residual"), ("data: null\nout: null\n", "out")],
 )
 def test_bad_values_name_the_key(tmp_path, text, key):
     path = tmp_path / "c.yaml"
