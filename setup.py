@@ -24,12 +24,12 @@ def want_cuda() -> bool:
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp"))
-    cxx = ["-O3", "-fopenmp", "-std=c++17"]
+    cxx = ["-O3", "-fopenmp", "-std=c++20"]
     if want_cuda():
         return CUDAExtension(
             "lam_fast._C",
             sources + sorted(glob.glob("csrc/cuda/*.cu")),
-            extra_compile_args={"cxx": cxx + ["-DLAM_FAST_WITH_CUDA"], "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx + ["-DLAM_FAST_WITH_CUDA"], "nvcc": ["-O3", "-std=c++20"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension("lam_fast._C", sources, extra_compile_args=cxx, extra_link_args=["-fopenmp"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,6 @@ class TrainResult:
 
 def _device() -> torch.device:
     if torch.cuda.is_available():
-        import os
-
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
@@ -69,10 +68,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         if resume:
             self._resume()
-        self.autocast = self.device.type == "cuda" and self.engine_precision_bf16()
-
-    def engine_precision_bf16(self) -> bool:
-        return self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.device.type == "cuda")
+        # bf16 autocast (default on GPU); the DeepSpeed engine also keeps bf16 weights + fp32 master
+        self.autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
 
     # ---------------------------------------------------------------- checkpoints
     def _resume(self) -> None:

@@ -49,7 +49,8 @@ def test_sdpa_matches_reference(seed, b, h, t, n, d, dtype, use_rope, noncontigu
     ref = run("reference", dtype)
     got = run("sdpa", dtype)
     for name, a, r, o in zip(["out", "dq", "dk", "dv"], got, ref, oracle):
-        assert_close_to_oracle(a, r, o, name=name)
+        # unit-normal inputs: outputs that cancel to ~0 (e.g. dq with one key) still carry O(1) rounding
+        assert_close_to_oracle(a, r, o, name=name, scale=1.0)
 
 
 @pytest.mark.parametrize("backend", ["reference", "sdpa"])
