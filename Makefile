@@ -11,7 +11,7 @@ DEMO_OUT ?= runs/demo
 DEMO_STEPS ?= 200
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow cuda-check clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -42,6 +42,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m "slow" -q $(PYTEST_ARGS)
+
+# Compile csrc/cuda/*.cu with torch==2.14.1 (CUDA 13.0) in its own venv; see the script's header.
+cuda-check:
+	bash .ci/cuda_compile_check.sh
 
 clean:
 	rm -rf build *.egg-info lam_fast/*.so runs
