@@ -62,7 +62,9 @@ class Trainer:
         self.engine = make_engine(model, cfg, self.device)
         self.model: LatentActionWorldModel = self.engine.module
         self.rank, self.world_size = self.engine.rank, self.engine.world_size
+        torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # independent latent noise per rank
         self.step = 0
+        self.batches_read = 0  # data position: batches drawn from the sampler (>= step if a batch was empty)
         self.videos_seen = 0
         self.read_failures = 0
         self.resumed_from: Path | None = None
@@ -84,6 +86,7 @@ class Trainer:
         self.engine.load_optimizer_state(shard["engine"])
         ckpt.set_rng_state(shard["rng"])
         self.step, self.videos_seen, self.read_failures = meta["step"], meta["videos_seen"], meta["read_failures"]
+        self.batches_read = meta["batches_read"]
         self.resumed_from = path
 
     def save(self) -> Path:
@@ -100,6 +103,7 @@ class Trainer:
             meta = {
                 "step": self.step,
                 "videos_seen": self.videos_seen,
+                "batches_read": self.batches_read,
                 "read_failures": self.read_failures,
                 "world_size": self.world_size,
                 "engine": self.engine.name,
@@ -139,7 +143,7 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
         loader = make_dataloader(
             self.dataset, batch_size=cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
-            start_step=self.step, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+            start_step=self.batches_read, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
         )
         writer = metrics_file = None
         if self.rank == 0:
@@ -157,10 +161,11 @@ class Trainer:
             t_last = time.perf_counter()
             while self.step < cfg.steps:
                 batch = next(batches)
+                self.batches_read += 1
                 self.read_failures += int(batch["skipped"])
                 video = batch["video"]
-                if video.shape[0] == 0:
-                    continue  # every clip of this batch failed to decode; they are counted above
+                if self.engine.any_rank(video.shape[0] == 0):
+                    continue  # every clip of some rank's batch failed to decode (counted above): all ranks skip
                 states = self.encoder.encode(video.to(self.device, non_blocking=True))
                 self.model.train()
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -108,3 +108,23 @@ def test_safe_tree_round_trip_and_refuses_objects(tmp_path):
     assert torch.equal(back["a"], state["a"]) and back[1] == [1.5, None, (True, "x")] and back["d"] is torch.float16
     with pytest.raises(TypeError, match="cannot checkpoint a .*object"):
         save_tree({"bad": object()}, tmp_path / "bad")
+
+
+def test_clips_failing_at_read_time_are_counted_and_skipped(video_folder, tmp_path, monkeypatch):
+    from lam_fast.data import VideoClipDataset
+
+    original = VideoClipDataset.__getitem__
+    failing = set()
+
+    def flaky(self, index):
+        if len(failing) < 2 and index not in failing:  # the whole first batch fails to decode
+            failing.add(index)
+            return None
+        return original(self, index)
+
+    monkeypatch.setattr(VideoClipDataset, "__getitem__", flaky)
+    out = tmp_path / "run"
+    result = train(make_config(**SMALL, reg="sparse", data=str(video_folder), steps=3, out=str(out)))
+    assert result.step == 3 and result.skipped == 2
+    meta = json.loads((ckpt.latest_checkpoint(out) / "trainer.json").read_text())
+    assert meta["batches_read"] == 4 and meta["read_failures"] == 2
