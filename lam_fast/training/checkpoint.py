@@ -110,3 +110,27 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def load_world_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from a run directory (its latest checkpoint) or a checkpoint directory.
+
+    Returns ``(model, encoder, cfg)``: the :class:`LatentActionWorldModel` in eval mode with the saved
+    weights, the frozen encoder it was trained on, and the resolved :class:`TrainConfig`. Reads only
+    YAML, JSON and safetensors.
+    """
+    from safetensors.torch import load_file
+
+    from lam_fast.models import LatentActionWorldModel
+    from lam_fast.models.encoders import build_encoder
+    from lam_fast.training.config import make_config
+
+    path = Path(path)
+    directory = path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
+    if directory is None:
+        raise FileNotFoundError(f"no checkpoint in {path} (expected model.safetensors or {CHECKPOINT_DIR}/)")
+    cfg = make_config(directory / "config.yaml")
+    encoder = build_encoder(cfg.encoder, cfg.image_size, **cfg.encoder_options()).to(device)
+    model = LatentActionWorldModel(cfg.model_config(), state_dim=encoder.dim, grid=encoder.grid)
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    return model.to(device).eval(), encoder, cfg

@@ -25,6 +25,11 @@ from lam_fast.training.optim import MuonAdamW, split_params, uses_muon, warmup_c
 _DERIVED_ZERO_KEYS = ("loss_scaler", "param_slice_mappings", "universal_checkpoint_info")
 
 
+def _cpu_fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies, floating tensors in fp32 (integer buffers such as VQ usage keep their dtype)."""
+    return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone() for k, v in state.items()}
+
+
 class LocalEngine:
     name = "local"
     rank, world_size, zero_stage = 0, 1, 0
@@ -49,7 +54,7 @@ class LocalEngine:
         return {"lr/muon": self.optimizer.param_groups[0]["lr"], "lr/adamw": self.optimizer.param_groups[-1]["lr"]}
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().float().cpu() for k, v in self.module.state_dict().items()}
+        return _cpu_fp32(self.module.state_dict())
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(state)
@@ -157,8 +162,8 @@ class DeepSpeedEngine:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(self.module.parameters())):
-                return {k: v.detach().float().cpu().clone() for k, v in self.module.state_dict().items()}
-        return {k: v.detach().float().cpu() for k, v in self.module.state_dict().items()}
+                return _cpu_fp32(self.module.state_dict())
+        return _cpu_fp32(self.module.state_dict())
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         if self.zero_stage == 3:

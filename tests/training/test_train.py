@@ -96,6 +96,10 @@ def test_checkpoint_is_complete_and_pickle_free(video_folder, tmp_path):
                      "config.yaml", "versions.json"}
     assert "torch" in json.loads((latest / "versions.json").read_text())
     assert "reg: discrete" in (latest / "config.yaml").read_text()
+    model, encoder, cfg = ckpt.load_world_model(out)
+    assert cfg.reg == "discrete" and encoder.name == "pixels" and not model.training
+    saved = load_file(str(latest / "model.safetensors"))
+    assert all(torch.equal(v, saved[k]) and v.dtype == saved[k].dtype for k, v in model.state_dict().items())
     # a staging directory left by a crash is never picked up
     (out / "checkpoints" / "step_00000009.tmp").mkdir()
     assert ckpt.latest_checkpoint(out) == latest
