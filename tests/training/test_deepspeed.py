@@ -88,3 +88,21 @@ def test_unknown_config_key_is_named(tmp_path):
     proc = _run([sys.executable, RUN, "--config", str(bad), "--data", "x", "--steps", "1"])
     assert proc.returncode == 2
     assert "learning_rate_typo" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reg, ranks, stage", [("sparse", 1, 0), ("noisy", 1, 0), ("discrete", 1, 0), ("sparse", 2, 2)])
+def test_fifty_steps_under_the_launcher(video_folder, tmp_path, reg, ranks, stage):
+    out = tmp_path / "run"
+    _ok(_run([DEEPSPEED, "--num_gpus", str(ranks), RUN, "--reg", reg, "--zero-stage", str(stage), "--data",
+              str(video_folder), "--steps", "50", "--out", str(out), *SMALL], timeout=1800))
+    losses = _losses(out)
+    assert (out / "checkpoints" / "step_00000050" / "model.safetensors").is_file()
+    assert losses[50] < losses[1]
+
+
+def test_bf16_under_deepspeed(video_folder, tmp_path):
+    out = tmp_path / "run"
+    _ok(_run([sys.executable, RUN, "--engine", "deepspeed", "--precision", "bf16", "--reg", "sparse",
+              "--data", str(video_folder), "--steps", "2", "--out", str(out), *SMALL]))
+    assert all(v == v for v in _losses(out).values())

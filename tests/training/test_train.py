@@ -132,3 +132,9 @@ def test_clips_failing_at_read_time_are_counted_and_skipped(video_folder, tmp_pa
     assert result.step == 3 and result.skipped == 2
     meta = json.loads((ckpt.latest_checkpoint(out) / "trainer.json").read_text())
     assert meta["batches_read"] == 4 and meta["read_failures"] == 2
+
+
+def test_bf16_autocast_local(video_folder, tmp_path):
+    out = tmp_path / "run"
+    result = train(make_config(**SMALL, reg="noisy", precision="bf16", data=str(video_folder), steps=2, out=str(out)))
+    assert result.last_loss == result.last_loss and result.step == 2
