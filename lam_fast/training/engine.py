@@ -104,17 +104,23 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
                 "betas": [0.9, 0.95],
             },
         },
-        # DeepSpeed's Muon needs whole gradients before orthogonalising: no reduce-scatter under ZeRO-3
-        "zero_optimization": {"stage": cfg.zero_stage, **({"reduce_scatter": False} if cfg.zero_stage == 3 else {})},
+        "zero_optimization": {"stage": cfg.zero_stage},
         "bf16": {"enabled": bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    micro = user.get("train_micro_batch_size_per_gpu", cfg.batch_size)
+    if micro != cfg.batch_size:
+        raise ConfigError(f"{cfg.deepspeed_config}: train_micro_batch_size_per_gpu={micro} but batch_size="
+                          f"{cfg.batch_size}; the data loader reads batch_size clips per rank, set them equal")
     for key, value in user.items():
         if isinstance(value, dict) and isinstance(ds.get(key), dict):
             ds[key] = {**ds[key], **value}
         else:
             ds[key] = value
+    if ds["zero_optimization"].get("stage") == 3:
+        # DeepSpeed's Muon needs whole gradients before orthogonalising: no reduce-scatter under ZeRO-3
+        ds["zero_optimization"].setdefault("reduce_scatter", False)
     return ds
 
 

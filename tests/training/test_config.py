@@ -38,3 +38,23 @@ def test_non_mapping_yaml(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         make_config(path)
+
+
+def test_deepspeed_config_merge_and_batch_mismatch(tmp_path):
+    import json
+
+    from lam_fast.training.engine import deepspeed_config
+
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2, "overlap_comm": True}, "gradient_clipping": 0.5}))
+    ds = deepspeed_config(make_config(deepspeed_config=str(path), batch_size=4), on_gpu=False)
+    assert ds["zero_optimization"] == {"stage": 2, "overlap_comm": True} and ds["gradient_clipping"] == 0.5
+    assert ds["optimizer"]["type"] == "Muon" and ds["train_micro_batch_size_per_gpu"] == 4
+    assert ds["bf16"]["enabled"] is False and deepspeed_config(make_config(), on_gpu=True)["bf16"]["enabled"] is True
+    assert deepspeed_config(make_config(zero_stage=3), on_gpu=False)["zero_optimization"]["reduce_scatter"] is False
+    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": 16}))
+    with pytest.raises(ConfigError, match="train_micro_batch_size_per_gpu"):
+        deepspeed_config(make_config(deepspeed_config=str(path), batch_size=4), on_gpu=False)
+    path.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    assert deepspeed_config(make_config(deepspeed_config=str(path)), on_gpu=False)["zero_optimization"] == {
+        "stage": 3, "reduce_scatter": False}
