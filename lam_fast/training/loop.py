@@ -129,6 +129,16 @@ class Trainer:
             self.engine.set_rows(reg.quantizer.embedding, dead, rows)
         return {"vq/codes_reset": float(dead.numel())}
 
+    def _drop_metrics_after(self, step: int) -> None:
+        """Steps logged after the checkpoint a run resumes from are replayed: drop their old records."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
     def skipped(self) -> int:
         return len(self.dataset.skipped) + self.read_failures
 
@@ -141,6 +151,7 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
+            self._drop_metrics_after(self.step)
         loader = make_dataloader(
             self.dataset, batch_size=cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             start_step=self.batches_read, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
