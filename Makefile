@@ -48,4 +48,4 @@ cuda-check:
 	bash .ci/cuda_compile_check.sh
 
 clean:
-	rm -rf build *.egg-info lam_fast/*.so runs
+	rm -rf build *.egg-info lam_fast/*.so runs $(STAMP)

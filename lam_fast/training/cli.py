@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(cfg, resume=args.resume)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -72,6 +72,9 @@ class TrainConfig:
             "log_every": self.log_every >= 1,
             "warmup_frac": 0 <= self.warmup_frac < 1,
             "num_workers": self.num_workers >= 0,
+            "vq_reset_every": self.vq_reset_every >= 1,
+            "latent_dim": self.latent_dim >= 1,
+            "image_size": self.image_size >= 1,
         }
         for key, ok in checks.items():
             if not ok:
@@ -115,6 +118,8 @@ def _coerce(key: str, value):
         raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}")
     if base is bool:
         return value
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}")
     try:
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError

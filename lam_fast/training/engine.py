@@ -9,6 +9,7 @@ Both use the same parameter split (``optim.uses_muon``), LR schedule and gradien
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -44,11 +45,12 @@ class LocalEngine:
 
     def step(self, loss: torch.Tensor) -> float:
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip if self.grad_clip > 0 else float("inf"))
-        self.optimizer.step()
-        self.scheduler.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip if self.grad_clip > 0 else float("inf")))
+        if math.isfinite(norm):  # a non-finite norm leaves the weights untouched; the loop stops the run
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
     def learning_rates(self) -> dict[str, float]:
         return {"lr/muon": self.optimizer.param_groups[0]["lr"], "lr/adamw": self.optimizer.param_groups[-1]["lr"]}
@@ -73,8 +75,8 @@ class LocalEngine:
     def barrier(self) -> None:
         return None
 
-    def any_rank(self, flag: bool) -> bool:
-        return flag
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        return [float(v) for v in values]
 
 
 def _free_port() -> int:
@@ -113,6 +115,15 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
     if micro != cfg.batch_size:
         raise ConfigError(f"{cfg.deepspeed_config}: train_micro_batch_size_per_gpu={micro} but batch_size="
                           f"{cfg.batch_size}; the data loader reads batch_size clips per rank, set them equal")
+    unsupported = {
+        "gradient_accumulation_steps": user.get("gradient_accumulation_steps", 1) != 1,
+        "fp16": bool(user.get("fp16", {}).get("enabled", False)),
+        "scheduler": "scheduler" in user,
+    }
+    for key, bad in unsupported.items():
+        if bad:
+            raise ConfigError(f"{cfg.deepspeed_config}: {key!r} is not supported (one optimiser step per batch, "
+                              "fp32/bf16, lam_fast's warm-up + cosine schedule)")
     for key, value in user.items():
         if isinstance(value, dict) and isinstance(ds.get(key), dict):
             ds[key] = {**ds[key], **value}
@@ -153,9 +164,15 @@ class DeepSpeedEngine:
 
     def step(self, loss: torch.Tensor) -> float:
         self.engine.backward(loss)
+        norm = None
+        if self.zero_stage == 0:  # DeepSpeed reports the global norm under ZeRO only; grads are all-reduced here
+            grads = [p.grad.detach().float().norm() for p in self.module.parameters() if p.grad is not None]
+            norm = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
         self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        return float("nan") if norm is None else float(norm)
+        if norm is None:
+            reported = self.engine.get_global_grad_norm()
+            norm = float("nan") if reported is None else float(reported)
+        return norm
 
     def learning_rates(self) -> dict[str, float]:
         rates = {}
@@ -175,7 +192,7 @@ class DeepSpeedEngine:
         if self.zero_stage == 3:
             import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=0):
                 self.module.load_state_dict(state)
         else:
             self.module.load_state_dict(state)
@@ -224,10 +241,10 @@ class DeepSpeedEngine:
     def barrier(self) -> None:
         dist.barrier()
 
-    def any_rank(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return bool(t.item() > 0)
+        return t.tolist()
 
 
 def make_engine(model: nn.Module, cfg: TrainConfig, device: torch.device):

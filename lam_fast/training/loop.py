@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,13 @@ from safetensors.torch import load_file, save_file
 
 from lam_fast.models import LatentActionWorldModel
 from lam_fast.training import checkpoint as ckpt
-from lam_fast.training.config import TrainConfig, save_config
+from lam_fast.training.config import ConfigError, TrainConfig, make_config, save_config
 from lam_fast.training.engine import make_engine
-from lam_fast.training.safe_io import load_tree, save_tree
+from lam_fast.training.safe_io import fsync_file, load_tree, save_tree
+
+
+#: Config keys a resumed run may change: they do not alter the optimisation trajectory.
+_RESUMABLE = frozenset({"steps", "out", "save_every", "keep_last", "log_every", "num_workers", "data"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,6 +75,9 @@ class Trainer:
         self.resumed_from: Path | None = None
         if resume:
             self._resume()
+        elif ckpt.latest_checkpoint(self.out) is not None:
+            raise ConfigError(f"{self.out} already holds checkpoints of a run: pass --resume to continue it, "
+                              "or choose another --out")
         # bf16 autocast (default on GPU); the DeepSpeed engine also keeps bf16 weights + fp32 master
         self.autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
 
@@ -79,8 +87,14 @@ class Trainer:
         if path is None:
             return
         meta = json.loads((path / "trainer.json").read_text())
-        if meta["world_size"] != self.world_size:
-            raise ValueError(f"{path} was written by {meta['world_size']} ranks; resume needs the same number, got {self.world_size}")
+        if meta["world_size"] != self.world_size or meta["engine"] != self.engine.name:
+            raise ConfigError(f"{path} was written by {meta['world_size']} rank(s) of the {meta['engine']} engine; "
+                              f"resuming needs the same, got {self.world_size} of {self.engine.name}")
+        saved = make_config(path / "config.yaml").to_dict()
+        changed = {k: (saved[k], v) for k, v in self.cfg.to_dict().items() if k not in _RESUMABLE and saved[k] != v}
+        if changed:
+            listing = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in sorted(changed.items()))
+            raise ConfigError(f"resuming {path} with a different configuration ({listing}); use the run's settings")
         self.engine.load_model_state(load_file(str(path / "model.safetensors")))
         shard = load_tree(path / f"optimizer_rank{self.rank}")
         self.engine.load_optimizer_state(shard["engine"])
@@ -92,12 +106,20 @@ class Trainer:
     def save(self) -> Path:
         stage = ckpt.staging_dir(self.out, self.step)
         if self.rank == 0:
-            stage.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(stage, ignore_errors=True)  # a leftover of a crashed save
+            stage.mkdir(parents=True)
         self.engine.barrier()
         state = self.engine.model_state()
+        reg = self.model.regularizer
+        if reg is not None and reg.kind == "discrete" and self.world_size > 1:
+            # code usage since the last reset, summed over ranks: what the next reset decides on
+            usage = reg.quantizer.usage.clone()
+            torch.distributed.all_reduce(usage)
+            state["regularizer.quantizer.usage"] = usage.cpu()
         save_tree({"engine": self.engine.optimizer_state(), "rng": ckpt.rng_state()}, stage / f"optimizer_rank{self.rank}")
         if self.rank == 0:
             save_file(state, str(stage / "model.safetensors"), metadata={"step": str(self.step)})
+            fsync_file(stage / "model.safetensors")
             save_config(self.cfg, stage / "config.yaml")
             ckpt.write_json_atomic(stage / "versions.json", ckpt.library_versions())
             meta = {
@@ -128,6 +150,10 @@ class Trainer:
         if dead.numel():
             self.engine.set_rows(reg.quantizer.embedding, dead, rows)
         return {"vq/codes_reset": float(dead.numel())}
+
+    def _stop(self, what: str) -> None:
+        good = ckpt.latest_checkpoint(self.out)
+        raise NonFiniteLossError(f"{what}; stopping. Last good checkpoint: {good if good else 'none written yet'}")
 
     def _drop_metrics_after(self, step: int) -> None:
         """Steps logged after the checkpoint a run resumes from are replayed: drop their old records."""
@@ -173,24 +199,25 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next(batches)
                 self.batches_read += 1
-                self.read_failures += int(batch["skipped"])
                 video = batch["video"]
-                if self.engine.any_rank(video.shape[0] == 0):
-                    continue  # every clip of some rank's batch failed to decode (counted above): all ranks skip
+                # one reduction gives every rank the same clip and failure counts, and says whether
+                # some rank's whole batch failed to decode (then all ranks skip the step together)
+                clips, failed, empty = self.engine.sum_over_ranks([video.shape[0], batch["skipped"], video.shape[0] == 0])
+                self.read_failures += int(failed)
+                if empty:
+                    continue
                 states = self.encoder.encode(video.to(self.device, non_blocking=True))
                 self.model.train()
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                     out = self.model(states)
                 loss = out["loss"]
-                if self.engine.any_rank(not math.isfinite(loss.item())):
-                    good = ckpt.latest_checkpoint(self.out)
-                    raise NonFiniteLossError(
-                        f"loss became {loss.item()} at step {self.step + 1} (some rank saw a non-finite loss); "
-                        f"stopping. Last good checkpoint: {good if good else 'none written yet'}"
-                    )
+                if self.engine.sum_over_ranks([not math.isfinite(loss.item())])[0]:
+                    self._stop(f"loss became {loss.item()} at step {self.step + 1} (on this or another rank)")
                 grad_norm = self.engine.step(loss)
+                if not math.isfinite(grad_norm):  # the global norm: the same on every rank
+                    self._stop(f"gradient norm became {grad_norm} at step {self.step + 1}")
                 before = self.videos_seen
-                self.videos_seen += video.shape[0] * self.world_size
+                self.videos_seen += int(clips)
                 self.step += 1
                 extra = self._vq_reset(before)
                 value = loss.item()

@@ -56,10 +56,20 @@ def save_tree(obj, prefix: str | Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _pack(obj, "state", tensors)
     save_file(tensors, f"{prefix}.safetensors")
+    fsync_file(f"{prefix}.safetensors")
     with open(f"{prefix}.json", "w") as f:
         json.dump(skeleton, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file to disk, so a rename that publishes it survives a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_tree(prefix: str | Path, device: str | torch.device = "cpu"):

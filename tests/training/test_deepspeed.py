@@ -59,9 +59,10 @@ def test_two_ranks_zero2(video_folder, tmp_path):
     assert [r["videos_seen"] for r in records] == [4, 8, 12]  # 2 ranks x batch 2, logged by rank 0 only
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_resume_equals_uninterrupted(video_folder, tmp_path, stage):
-    args = [sys.executable, RUN, "--engine", "deepspeed", "--zero-stage", str(stage), "--reg", "discrete",
+@pytest.mark.parametrize("stage, ranks", [(2, 1), (3, 1), (2, 2)])
+def test_deepspeed_resume_equals_uninterrupted(video_folder, tmp_path, stage, ranks):
+    launcher = [sys.executable] if ranks == 1 else [DEEPSPEED, "--num_gpus", str(ranks)]
+    args = [*launcher, RUN, "--engine", "deepspeed", "--zero-stage", str(stage), "--reg", "discrete",
             "--data", str(video_folder), "--steps", "4", "--save-every", "2", "--keep-last", "4", *SMALL]
     full, part = tmp_path / "full", tmp_path / "part"
     _ok(_run([*args, "--out", str(full)]))
