@@ -18,7 +18,7 @@ $(PY):
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_CPU)
-	$(PIP) install "setuptools>=68" wheel ninja
+	$(PIP) install "setuptools>=77" wheel ninja
 	$(PIP) install --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
