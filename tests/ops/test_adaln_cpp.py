@@ -1,11 +1,11 @@
 """The C++ backend of adaln_modulate / gated_residual against the reference and an fp64 oracle."""
 
-import contextlib
 import importlib.util
 
 import pytest
 import torch
 from hypothesis import given
+from cpp_support import simd
 from hypothesis import strategies as st
 from tolerance import assert_close_to_oracle
 
@@ -20,17 +20,6 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 LAYOUTS = ("contiguous", "transposed", "strided")
 FRAME_TOKENS = (1, 3, 7, 17, 33, 65, 70)  # 70 > the 64-row backward chunk
 CHANNELS = (1, 3, 7, 16, 17, 31, 33, 64, 65)  # around the 4/8/16-lane vector widths
-
-
-@contextlib.contextmanager
-def simd(capability: str):
-    """Run the ops with one of the extension's SIMD kernel sets (avx512 / avx2 / base)."""
-    previous = _C.cpu_capability()
-    _C.set_cpu_capability(capability)
-    try:
-        yield
-    finally:
-        _C.set_cpu_capability(previous)
 
 
 def make(g, shape, dtype, layout, *, mean=0.0, std=1.0):
@@ -83,7 +72,7 @@ def test_adaln_modulate_matches_oracle(case, eps):
     scale = make(g, (b, t, c), dtype, layout, std=0.5)
     grad_out = make(g, (b, t * n, c), dtype, layout)
     kw = {"frame_tokens": n, "eps": eps}
-    with simd(case["capability"]):
+    with simd(_C, case["capability"]):
         out, grads = _run(adaln_modulate, _leaves(x, shift, scale), grad_out, "cpp", **kw)
     ref, ref_grads = _run(adaln_modulate, _leaves(x, shift, scale), grad_out, "reference", **kw)
     oracle, oracle_grads = _run(
@@ -103,7 +92,7 @@ def test_gated_residual_matches_oracle(case):
     gate = make(g, (b, t, c), dtype, layout, std=0.5)
     grad_out = make(g, (b, t * n, c), dtype, layout)
     kw = {"frame_tokens": n}
-    with simd(case["capability"]):
+    with simd(_C, case["capability"]):
         out, grads = _run(gated_residual, _leaves(x, y, gate), grad_out, "cpp", **kw)
     ref, ref_grads = _run(gated_residual, _leaves(x, y, gate), grad_out, "reference", **kw)
     oracle, oracle_grads = _run(

@@ -1,11 +1,11 @@
 """The C++ backend of the VQ nearest-code search: indices exactly equal to the reference."""
 
-import contextlib
 import importlib.util
 
 import pytest
 import torch
 from hypothesis import given
+from cpp_support import simd
 from hypothesis import strategies as st
 
 if importlib.util.find_spec("lam_fast._C") is None:
@@ -18,17 +18,6 @@ from lam_fast.ops.vq.reference import nearest_code_reference  # noqa: E402
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 LAYOUTS = ("contiguous", "transposed", "strided")
-
-
-@contextlib.contextmanager
-def simd(capability: str):
-    """Run the ops with one of the extension's SIMD kernel sets (avx512 / avx2 / base)."""
-    previous = _C.cpu_capability()
-    _C.set_cpu_capability(capability)
-    try:
-        yield
-    finally:
-        _C.set_cpu_capability(previous)
 
 
 def make(values: torch.Tensor, dtype, layout):
@@ -59,7 +48,7 @@ def test_indices_equal_reference(seed, m, k, d, dtype, layouts, capability):
     g = torch.Generator().manual_seed(seed)
     x = make(torch.randn(m, d, generator=g), dtype, layouts[0])
     codebook = make(torch.randn(k, d, generator=g), dtype, layouts[1])
-    with simd(capability):
+    with simd(_C, capability):
         got = nearest_cpp(x, codebook)
     assert got.dtype == torch.int64 and got.shape == (m,)
     assert torch.equal(got, nearest_code_reference(x, codebook))
@@ -72,7 +61,7 @@ def test_exact_ties_go_to_the_lowest_index(seed, dtype, capability):
     x = torch.randint(-2, 3, (97, 5), generator=g)
     codebook = torch.randint(-2, 3, (70, 5), generator=g)
     exact = ((x[:, None, :] - codebook[None, :, :]) ** 2).sum(-1).argmin(1)  # int64: first minimum
-    with simd(capability):
+    with simd(_C, capability):
         got = nearest_cpp(x.to(dtype), codebook.to(dtype))
     assert torch.equal(got, exact)
     assert torch.equal(got, nearest_code_reference(x.to(dtype), codebook.to(dtype)))
@@ -101,7 +90,7 @@ def test_many_rows_and_codes(dtype):
     codebook = torch.randn(1100, 48, generator=g).to(dtype)
     expected = nearest_code_reference(x, codebook)
     for capability in _C.cpu_capabilities():
-        with simd(capability):
+        with simd(_C, capability):
             assert torch.equal(nearest_cpp(x, codebook), expected), capability
 
 
