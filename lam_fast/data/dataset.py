@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lam_fast.data.video import VideoDecodeError, VideoInfo, decode_clip, probe_video
+from lam_fast.data.decoders import ClipDecoder, ClipRequest, make_decoder
+from lam_fast.data.video import TarMember, VideoDecodeError, VideoInfo, probe_video, video_name
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -56,11 +57,15 @@ class ClipItem(TypedDict):
     index: int
 
 
-def resolve_sources(source: Source) -> list[str]:
+def resolve_sources(source: Source) -> list[str | TarMember]:
     """List the video files named by ``source``.
 
     Args:
         source: one of
+            - WebDataset tar shards: a ``.tar`` file, a brace pattern such as
+              ``shards/train-{000000..000099}.tar``, or a folder holding only ``.tar`` files
+              (see :mod:`lam_fast.data.shards`); each video member becomes a
+              :class:`~lam_fast.data.video.TarMember`;
             - a folder: every file below it (recursively) with an extension in
               :data:`VIDEO_EXTENSIONS` (case-insensitive), sorted;
             - a ``.csv`` file: one video per row, the path in the first column, or in the column
@@ -71,13 +76,17 @@ def resolve_sources(source: Source) -> list[str]:
             - a list (or other sequence) of paths, returned as given.
 
     Returns:
-        Paths as strings. Paths listed by a CSV or a sequence are not checked here:
+        Paths as strings (or tar members). Paths listed by a CSV or a sequence are not checked here:
         :class:`VideoClipDataset` skips the missing ones with a warning.
 
     Raises:
         ValueError: the folder or file does not exist, or the source names no video.
     """
     if isinstance(source, (str, os.PathLike)):
+        from lam_fast.data.shards import is_shard_source, shard_members
+
+        if is_shard_source(source):
+            return shard_members(source)
         path = Path(source)
         if path.is_dir():
             found = sorted(
@@ -149,12 +158,18 @@ class VideoClipDataset(Dataset):
     file and increments :attr:`read_failures` (a per-process counter: each DataLoader worker
     counts its own). Indices never run out, so do not iterate the dataset directly.
 
+    Files the decoder cannot read (a codec DALI's CPU decoder lacks, a tar member for OpenCV)
+    are skipped at construction like unreadable ones, with the decoder's reason.
+
     Args:
-        source: a folder, a CSV file, a video file or a list of paths (see :func:`resolve_sources`).
+        source: a folder, a CSV file, a video file, WebDataset tar shards or a list of paths
+            (see :func:`resolve_sources`).
         num_frames: T, frames per clip (>= 1).
         fps: clip frame rate (> 0).
         image_size: S, output side in pixels (>= 1).
         seed: seed of the start-time draws (>= 0).
+        decoder: a decoder name (see :mod:`lam_fast.data.decoders`; ``auto`` = the CPU choice)
+            or a :class:`~lam_fast.data.decoders.ClipDecoder`.
 
     Raises:
         ValueError: invalid arguments, or no usable video (the message counts the skipped files
@@ -169,6 +184,7 @@ class VideoClipDataset(Dataset):
         fps: float = 4.0,
         image_size: int = 64,
         seed: int = 0,
+        decoder: str | ClipDecoder = "auto",
     ) -> None:
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
@@ -182,6 +198,7 @@ class VideoClipDataset(Dataset):
         self.fps = float(fps)
         self.image_size = image_size
         self.seed = seed
+        self.decoder = make_decoder(decoder) if isinstance(decoder, str) else decoder
         #: Time from a clip's first to its last frame; shorter videos are skipped.
         self.clip_extent = (num_frames - 1) / self.fps
         self.videos: list[VideoInfo] = []
@@ -196,12 +213,15 @@ class VideoClipDataset(Dataset):
             except VideoDecodeError as error:
                 reason = str(error)
             else:
-                if info.duration >= self.clip_extent:
+                reason = self.decoder.unsupported(info)
+                if reason is None and info.duration < self.clip_extent:
+                    reason = f"shorter than one clip ({info.duration:.3f} s < {self.clip_extent:.3f} s)"
+                if reason is None:
                     self.videos.append(info)
                     continue
-                reason = f"shorter than one clip ({info.duration:.3f} s < {self.clip_extent:.3f} s)"
-            self.skipped.append((path, reason))
-            warnings.warn(f"VideoClipDataset skips {path!r}: {reason}", stacklevel=2)
+            name = video_name(path)
+            self.skipped.append((name, reason))
+            warnings.warn(f"VideoClipDataset skips {name!r}: {reason}", stacklevel=2)
         if not self.videos:
             shown = "; ".join(f"{path!r}: {reason}" for path, reason in self.skipped[:10])
             more = f"; and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
@@ -234,17 +254,25 @@ class VideoClipDataset(Dataset):
         start = (slot + _rng(self.seed, _START_STREAM, index).random()) * stratum
         return info, start
 
+    def request(self, index: int) -> ClipRequest:
+        """What to decode for dataset index ``index`` (>= 0)."""
+        info, start = self.clip_location(index)
+        return ClipRequest(info, start, self.num_frames, self.fps, self.image_size)
+
+    def record_failure(self, info: VideoInfo, error: VideoDecodeError) -> None:
+        """Count a clip that failed to decode; warn once per file."""
+        self.read_failures += 1
+        if info.path not in self._warned_read_failures:
+            self._warned_read_failures.add(info.path)
+            warnings.warn(f"VideoClipDataset cannot read a clip of {info.path!r}: {error}", stacklevel=3)
+
     def __getitem__(self, index: int) -> ClipItem | None:
         """Decode clip ``index`` (see the class docstring); None if it cannot be decoded."""
-        info, start = self.clip_location(index)
+        request = self.request(index)
         try:
-            video = decode_clip(info.path, start, self.num_frames, self.fps, self.image_size)
+            video = self.decoder.decode(request)
         except VideoDecodeError as error:
-            self.read_failures += 1
-            if info.path not in self._warned_read_failures:
-                self._warned_read_failures.add(info.path)
-                warnings.warn(f"VideoClipDataset cannot read a clip of {info.path!r}: {error}",
-                              stacklevel=2)
+            self.record_failure(request.info, error)
             return None
         return {"video": video, "index": operator.index(index)}
 

@@ -11,11 +11,17 @@ timestamps (WebM/Matroska store milliseconds: a 24 fps frame due at 1/24 s is st
 after its target, and "at or before" would repeat the previous frame). Sources of any frame rate,
 variable ones included, go through the same rule; a clip rate above the source rate repeats frames.
 
+A video is named by a path or by a :class:`TarMember` (a file inside an uncompressed tar
+shard, read by byte range without extracting it). Index-based decoders (OpenCV, DALI) use
+:func:`frame_indices`, the same nearest-frame rule on the stream's nominal frame grid.
+
 PyAV is an optional dependency (the ``video`` extra); it is imported inside the functions.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import types
 from collections.abc import Iterator
@@ -31,7 +37,17 @@ if TYPE_CHECKING:
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
-__all__ = ["VideoDecodeError", "VideoInfo", "decode_clip", "probe_video"]
+__all__ = [
+    "TarMember",
+    "VideoDecodeError",
+    "VideoInfo",
+    "VideoRef",
+    "decode_clip",
+    "frame_indices",
+    "probe_video",
+    "read_video_bytes",
+    "video_name",
+]
 
 # probe_video seeks this far before the stated end and decodes to the end of the file, which
 # proves the tail is present (a truncated file has no decodable frame there, or ends early).
@@ -54,6 +70,57 @@ class VideoDecodeError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class TarMember:
+    """A video stored as one member of an uncompressed tar file (a WebDataset shard).
+
+    Attributes:
+        shard: path of the tar file.
+        name: the member's name inside the tar.
+        offset: byte offset of the member's data in the tar file.
+        size: the member's size in bytes.
+    """
+
+    shard: str
+    name: str
+    offset: int
+    size: int
+
+    def __str__(self) -> str:
+        return f"{self.shard}::{self.name}"
+
+
+#: What names a video: a file path, or a member of a tar shard.
+VideoRef = "str | os.PathLike[str] | TarMember"
+
+
+def video_name(ref: str | os.PathLike[str] | TarMember) -> str:
+    """A printable name of ``ref``: the path, or ``shard::member``."""
+    return str(ref) if isinstance(ref, TarMember) else os.fspath(ref)
+
+
+def read_video_bytes(ref: str | os.PathLike[str] | TarMember) -> bytes:
+    """The encoded bytes of a video file or tar member.
+
+    Raises:
+        VideoDecodeError: the file is missing or unreadable, or the tar member is cut short.
+    """
+    name = video_name(ref)
+    try:
+        if isinstance(ref, TarMember):
+            with open(ref.shard, "rb") as handle:
+                handle.seek(ref.offset)
+                data = handle.read(ref.size)
+            if len(data) != ref.size:
+                raise VideoDecodeError(f"cannot read {name!r}: the shard ends {ref.size - len(data)} bytes "
+                                       "inside the member (truncated tar?)")
+            return data
+        with open(ref, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise VideoDecodeError(f"cannot read {name!r}: {error}") from error
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What :func:`probe_video` learns about a file's first video stream.
 
@@ -65,6 +132,9 @@ class VideoInfo:
             decoded frames when the container states no duration.
         width: frame width in pixels.
         height: frame height in pixels.
+        codec: the FFmpeg name of the stream's codec (``h264``, ``vp9``, ``mjpeg``...).
+        member: the tar member holding the video, or None for a plain file (then ``path`` is the
+            file; for a member, ``path`` is ``shard::name``).
     """
 
     path: str
@@ -73,6 +143,13 @@ class VideoInfo:
     num_frames: int
     width: int
     height: int
+    codec: str = ""
+    member: TarMember | None = None
+
+    @property
+    def ref(self) -> str | TarMember:
+        """What to pass to :func:`decode_clip` or :func:`read_video_bytes` for this video."""
+        return self.member if self.member is not None else self.path
 
 
 def _import_av() -> types.ModuleType:
@@ -84,13 +161,16 @@ def _import_av() -> types.ModuleType:
     return av
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[InputContainer, VideoStream]:
-    """Open ``path``; return the container and its first video stream."""
+def _open(ref: str | os.PathLike[str] | TarMember) -> tuple[InputContainer, VideoStream]:
+    """Open a video file or tar member; return the container and its first video stream."""
     av = _import_av()
 
-    name = os.fspath(path)
+    name = video_name(ref)
     try:
-        container = av.open(name, mode="r")
+        if isinstance(ref, TarMember):
+            container = av.open(io.BytesIO(read_video_bytes(ref)), mode="r")
+        else:
+            container = av.open(name, mode="r")
     except (av.FFmpegError, OSError) as error:
         raise VideoDecodeError(f"cannot open {name!r}: {error}") from error
     if not container.streams.video:
@@ -99,16 +179,16 @@ def _open(path: str | os.PathLike[str]) -> tuple[InputContainer, VideoStream]:
     return container, container.streams.video[0]
 
 
-def _frame_rate(stream: VideoStream) -> Fraction:
+def _frame_rate(stream: VideoStream, name: str) -> Fraction:
     """The stream's average frame rate, else the rate FFmpeg guesses from its timestamps."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and rate > 0:
             return Fraction(rate)
-    raise VideoDecodeError(f"{stream.container.name!r}: the video stream states no frame rate")
+    raise VideoDecodeError(f"{name!r}: the video stream states no frame rate")
 
 
 def _iter_frames(
-    container: InputContainer, stream: VideoStream, seek_time: Fraction | None
+    container: InputContainer, stream: VideoStream, seek_time: Fraction | None, name: str
 ) -> Iterator[tuple[Fraction, Fraction, VideoFrame]]:
     """Yield ``(time, end, frame)`` in presentation order from the keyframe before ``seek_time``.
 
@@ -122,7 +202,7 @@ def _iter_frames(
 
     time_base = Fraction(stream.time_base)
     start_pts = stream.start_time or 0
-    interval = 1 / _frame_rate(stream)
+    interval = 1 / _frame_rate(stream, name)
     time = Fraction(0)
     try:
         if seek_time is not None:
@@ -130,16 +210,16 @@ def _iter_frames(
                            any_frame=False, stream=stream)
         for frame in container.decode(stream):
             if frame.pts is None:
-                raise VideoDecodeError(f"{container.name!r}: decoded a frame without a timestamp")
+                raise VideoDecodeError(f"{name!r}: decoded a frame without a timestamp")
             time = (frame.pts - start_pts) * time_base
             yield time, time + (frame.duration * time_base if frame.duration else interval), frame
     except av.FFmpegError as error:
         raise VideoDecodeError(
-            f"{container.name!r}: decoding failed after {float(time):.3f} s: {error}"
+            f"{name!r}: decoding failed after {float(time):.3f} s: {error}"
         ) from error
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: str | os.PathLike[str] | TarMember) -> VideoInfo:
     """Read a video's metadata and check that it decodes to its end.
 
     The duration comes from the video stream (else the container); the last second of the file
@@ -159,14 +239,14 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """
     av = _import_av()
 
-    name = os.fspath(path)
-    container, stream = _open(name)
+    name = video_name(path)
+    container, stream = _open(path)
     with container:
         width, height = stream.codec_context.width, stream.codec_context.height
         if width <= 0 or height <= 0:
             raise VideoDecodeError(f"{name!r}: the video stream has no frame size "
                                    f"({width}x{height})")
-        rate = _frame_rate(stream)
+        rate = _frame_rate(stream, name)
         if stream.duration:
             stated, slack = stream.duration * Fraction(stream.time_base), Fraction(0)
         elif container.duration:
@@ -175,7 +255,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             stated, slack = None, Fraction(0)
         seek_time = stated - _TAIL_CHECK_S if stated is not None and stated > _TAIL_CHECK_S else None
         decoded, end = 0, Fraction(0)
-        for _, frame_end, _ in _iter_frames(container, stream, seek_time):
+        for _, frame_end, _ in _iter_frames(container, stream, seek_time, name):
             decoded, end = decoded + 1, frame_end
         if decoded == 0:
             where = "" if seek_time is None else \
@@ -195,7 +275,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         else:
             num_frames = decoded
         return VideoInfo(path=name, duration=float(end), fps=float(rate), num_frames=num_frames,
-                         width=width, height=height)
+                         width=width, height=height, codec=stream.codec_context.name,
+                         member=path if isinstance(path, TarMember) else None)
 
 
 def _to_rgb_crop(frame: VideoFrame, size: int) -> np.ndarray:
@@ -224,6 +305,7 @@ def _select_after_seek(
     targets: list[Fraction],
     size: int,
     seek_time: Fraction | None,
+    name: str,
 ) -> list[np.ndarray] | None:
     """Decode forward from ``seek_time``; return the converted nearest frame for each target.
 
@@ -240,7 +322,7 @@ def _select_after_seek(
         chosen.append(chosen[-1] if frame is last_taken else _to_rgb_crop(frame, size))
         last_taken = frame
 
-    for time, end, frame in _iter_frames(container, stream, seek_time):
+    for time, end, frame in _iter_frames(container, stream, seek_time, name):
         if previous is None and time > targets[0] and seek_time:
             return None
         while len(chosen) < len(targets) and targets[len(chosen)] <= time:
@@ -260,14 +342,32 @@ def _select_after_seek(
         reached = f"the decodable stream ends at {float(previous[1]):.3f} s" if previous else \
             f"no frame decodes from {float(seek_time or 0):.3f} s on"
         raise VideoDecodeError(
-            f"{container.name!r}: produced {len(chosen)} of {len(targets)} frames: {reached}, "
+            f"{name!r}: produced {len(chosen)} of {len(targets)} frames: {reached}, "
             f"but the clip needs a frame at {float(targets[len(chosen)]):.3f} s"
         )
     return chosen
 
 
+def frame_indices(info: VideoInfo, start: float, num_frames: int, fps: float) -> list[int]:
+    """Frame numbers of a clip for decoders that address frames by index (OpenCV, DALI).
+
+    The rule of :func:`decode_clip` on the stream's nominal grid (frame ``i`` shown at
+    ``i / info.fps``): clip frame ``k`` is the frame nearest to ``start + k / fps``, a tie goes to
+    the earlier frame, and targets past the last frame map to it. For constant-frame-rate video
+    this gives the frames :func:`decode_clip` picks; for variable-rate video it is approximate.
+    """
+    src, step = Fraction(info.fps), 1 / Fraction(fps)
+    last = max(info.num_frames - 1, 0)
+    indices = []
+    for k in range(num_frames):
+        position = (Fraction(start) + k * step) * src  # in source frames
+        index = math.ceil(position - Fraction(1, 2))  # nearest, ties down
+        indices.append(min(max(index, 0), last))
+    return indices
+
+
 def decode_clip(
-    path: str | os.PathLike[str], start: float, num_frames: int, fps: float, image_size: int
+    path: str | os.PathLike[str] | TarMember, start: float, num_frames: int, fps: float, image_size: int
 ) -> torch.Tensor:
     """Decode ``num_frames`` frames sampled at ``fps`` from ``start`` seconds, as square RGB images.
 
@@ -278,7 +378,7 @@ def decode_clip(
     centre-cropped to ``image_size x image_size``.
 
     Args:
-        path: the video file.
+        path: the video file or tar member.
         start: time of the first frame, in seconds from the first frame of the stream (>= 0).
         num_frames: T, frames in the clip (>= 1).
         fps: sampling rate of the clip, frames per second (> 0).
@@ -306,7 +406,8 @@ def decode_clip(
     with container:
         seek_time = targets[0] if targets[0] > 0 else None
         backoff = _SEEK_BACKOFF_S
-        while (images := _select_after_seek(container, stream, targets, image_size, seek_time)) \
+        while (images := _select_after_seek(container, stream, targets, image_size, seek_time,
+                                                 video_name(path))) \
                 is None:
             seek_time = max(Fraction(0), targets[0] - backoff)
             backoff *= 2

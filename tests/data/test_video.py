@@ -45,7 +45,8 @@ def nearest_frames(times: list[Fraction], start: float, num_frames: int, fps: fl
 def test_probe_reads_metadata(videos, name, fps_stated, num_frames, duration):
     info = probe_video(videos[name])
     assert info == VideoInfo(path=str(videos[name]), duration=info.duration, fps=info.fps,
-                             num_frames=num_frames, width=64, height=48)
+                             num_frames=num_frames, width=64, height=48, codec=name.split("_")[0]
+                             .replace("ntsc", "h264"))
     assert info.fps == pytest.approx(fps_stated)
     assert info.duration == pytest.approx(duration, abs=1e-3)
 
@@ -184,8 +185,8 @@ def test_late_start_seeks_instead_of_decoding_from_the_start(videos, read_frame_
     first_times = []
     original = video_module._iter_frames
 
-    def recording(container, stream, seek_time):
-        frames = original(container, stream, seek_time)
+    def recording(container, stream, seek_time, name):
+        frames = original(container, stream, seek_time, name)
         first = next(frames)
         first_times.append(first[0])
         yield first
@@ -204,9 +205,9 @@ def test_seek_that_lands_late_backs_off(videos, read_frame_ids, monkeypatch):
     original = video_module._iter_frames
     seeks = []
 
-    def late_landing(container, stream, seek_time):
+    def late_landing(container, stream, seek_time, name):
         seeks.append(seek_time)
-        frames = original(container, stream, seek_time)
+        frames = original(container, stream, seek_time, name)
         if len(seeks) == 1:
             frames = (item for item in frames if item[0] > seek_time)
         yield from frames
