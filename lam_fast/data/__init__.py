@@ -1,7 +1,8 @@
-"""Video data: decoding (PyAV), clip datasets, data-parallel clip sampling, sample clips."""
+"""Video data: decoders (PyAV, OpenCV, DALI), clip datasets, tar shards, state caches, samplers."""
 
 from lam_fast.data.dataset import (
     VIDEO_EXTENSIONS,
+    BatchedClipLoader,
     ClipBatchSampler,
     ClipItem,
     VideoClipDataset,
@@ -9,12 +10,40 @@ from lam_fast.data.dataset import (
     make_dataloader,
     resolve_sources,
 )
+from lam_fast.data.decoders import (
+    DECODERS,
+    ClipDecoder,
+    ClipRequest,
+    DecoderUnavailable,
+    auto_decoder,
+    decoder_status,
+    make_decoder,
+)
 from lam_fast.data.samples import SAMPLE_CLIPS, fetch_samples
-from lam_fast.data.video import VideoDecodeError, VideoInfo, decode_clip, probe_video
+from lam_fast.data.video import (
+    TarMember,
+    VideoDecodeError,
+    VideoInfo,
+    decode_clip,
+    frame_indices,
+    probe_video,
+    read_video_bytes,
+)
 
 __all__ = [
+    "DECODERS",
     "SAMPLE_CLIPS",
     "VIDEO_EXTENSIONS",
+    "BatchedClipLoader",
+    "ClipDecoder",
+    "ClipRequest",
+    "DecoderUnavailable",
+    "TarMember",
+    "auto_decoder",
+    "decoder_status",
+    "frame_indices",
+    "make_decoder",
+    "read_video_bytes",
     "ClipBatchSampler",
     "ClipItem",
     "VideoClipDataset",

@@ -16,6 +16,8 @@ import functools
 import math
 import operator
 import os
+import queue
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -31,6 +33,7 @@ from lam_fast.data.video import TarMember, VideoDecodeError, VideoInfo, probe_vi
 
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "BatchedClipLoader",
     "ClipBatchSampler",
     "ClipItem",
     "VideoClipDataset",
@@ -278,25 +281,31 @@ class VideoClipDataset(Dataset):
 
 
 def collate_clips(
-    batch: Sequence[ClipItem | None], clip_shape: tuple[int, int, int, int] | None = None
+    batch: Sequence[ClipItem | None],
+    clip_shape: tuple[int, ...] | None = None,
+    key: str = "video",
 ) -> dict[str, torch.Tensor | int]:
     """Stack dataset items into a batch, dropping the None items of failed reads.
 
     Args:
-        batch: items from :class:`VideoClipDataset` (None for a failed read).
-        clip_shape: (T, 3, S, S), used only to shape an empty batch; (0, 3, 0, 0) when None.
+        batch: items from :class:`VideoClipDataset` (None for a failed read), or from
+            :class:`~lam_fast.data.cache.StateCacheDataset` (``key="states"``).
+        clip_shape: shape of one item's ``key`` tensor, used only to shape an empty batch;
+            (0, 3, 0, 0) when None.
+        key: the item entry to stack: ``video`` (uint8 clips) or ``states`` (encoded clips).
 
     Returns:
-        ``video``: uint8 (B, T, 3, S, S), B = number of items kept (0 if all failed);
+        ``key``: the stacked (B, ...) tensor, B = number of items kept (0 if all failed);
         ``index``: int64 (B,) dataset indices; ``skipped``: int, how many items were dropped.
     """
     kept = [item for item in batch if item is not None]
     if kept:
-        video = torch.stack([item["video"] for item in kept])
+        stacked = torch.stack([item[key] for item in kept])
     else:
-        video = torch.empty((0, *(clip_shape or (0, 3, 0, 0))), dtype=torch.uint8)
+        dtype = torch.uint8 if key == "video" else torch.float32
+        stacked = torch.empty((0, *(clip_shape or (0, 3, 0, 0))), dtype=dtype)
     index = torch.tensor([item["index"] for item in kept], dtype=torch.int64)
-    return {"video": video, "index": index, "skipped": len(batch) - len(kept)}
+    return {key: stacked, "index": index, "skipped": len(batch) - len(kept)}
 
 
 class ClipBatchSampler(Sampler[list[int]]):
@@ -365,8 +374,80 @@ class ClipBatchSampler(Sampler[list[int]]):
             step += 1
 
 
+class BatchedClipLoader:
+    """Batches of a :class:`VideoClipDataset` whose decoder is batched (DALI), prefetched.
+
+    The same sampler and collation as :func:`make_dataloader`'s DataLoader, but each batch is
+    one :meth:`~lam_fast.data.decoders.ClipDecoder.decode_batch` call made by a background
+    thread that stays ``prefetch`` batches ahead of the consumer, so decoding (on the GPU for
+    DALI) overlaps the training step. The decoder is only ever used from that thread. Clips come
+    out on the decoder's device (no host round trip for GPU decoding). An error in the thread is
+    raised in the consumer at the next batch.
+
+    Iterating again starts a new stream from ``sampler.start_step``; :meth:`close` (or garbage
+    collection) stops the thread.
+    """
+
+    def __init__(self, dataset: VideoClipDataset, sampler: ClipBatchSampler, prefetch: int = 2) -> None:
+        if not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        self.dataset = dataset
+        self.sampler = sampler
+        self.prefetch = prefetch
+        self._stop: threading.Event | None = None
+
+    def _decode(self, indices: list[int]) -> dict[str, torch.Tensor | int]:
+        dataset = self.dataset
+        requests = [dataset.request(index) for index in indices]
+        items: list[ClipItem | None] = []
+        for index, request, result in zip(indices, requests, dataset.decoder.decode_batch(requests), strict=True):
+            if isinstance(result, VideoDecodeError):
+                dataset.record_failure(request.info, result)
+                items.append(None)
+            else:
+                items.append({"video": result, "index": index})
+        batch = collate_clips(items, (dataset.num_frames, 3, dataset.image_size, dataset.image_size))
+        batch["video"] = batch["video"].to(dataset.decoder.device)
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor | int]]:
+        self.close()
+        stop = self._stop = threading.Event()
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+
+        def produce() -> None:
+            try:
+                for indices in self.sampler:
+                    batch = self._decode(indices)
+                    while not stop.is_set():
+                        try:
+                            ready.put((batch, None), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as error:  # handed to the consumer, which raises it
+                ready.put((None, error))
+
+        threading.Thread(target=produce, name="lam_fast-decode", daemon=True).start()
+        while True:
+            batch, error = ready.get()
+            if error is not None:
+                raise error
+            yield batch
+
+    def close(self) -> None:
+        """Stop the prefetching thread of the current iteration, if any."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def make_dataloader(
-    dataset: VideoClipDataset,
+    dataset: Dataset,
     *,
     batch_size: int,
     seed: int,
@@ -376,31 +457,42 @@ def make_dataloader(
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
-) -> DataLoader:
-    """An infinite DataLoader (it has no ``len``) of collated clip batches for one rank.
+) -> DataLoader | BatchedClipLoader:
+    """An infinite loader (it has no ``len``) of collated clip batches for one rank.
 
     Batches come from :class:`ClipBatchSampler` (same arguments) and :func:`collate_clips`, so
-    they are identical whatever ``num_workers``. With workers, they persist across iterations and
-    each prefetches ``prefetch_factor`` batches.
+    they are identical whatever ``num_workers``. For a :class:`VideoClipDataset` with a per-clip
+    decoder and for a state cache this is a DataLoader; with workers, they persist across
+    iterations and each prefetches ``prefetch_factor`` batches. A batched decoder (DALI) gets a
+    :class:`BatchedClipLoader` instead (``num_workers`` and ``pin_memory`` do not apply: DALI
+    runs its own thread pool, and GPU clips need no pinning).
 
     Args:
-        dataset: the clips.
+        dataset: a :class:`VideoClipDataset` or :class:`~lam_fast.data.cache.StateCacheDataset`.
         batch_size: clips per rank per step (failed reads make a batch smaller; see ``skipped``).
         seed: sampler seed (the dataset's own seed sets the start times).
         rank, world_size, start_step: see :class:`ClipBatchSampler`.
         num_workers: decoding processes (0 decodes in this process).
         pin_memory: pin batches for faster host-to-GPU copies.
-        prefetch_factor: batches each worker prepares ahead (used only with workers).
+        prefetch_factor: batches each worker (or the batched loader) prepares ahead.
     """
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
     sampler = ClipBatchSampler(len(dataset), batch_size, seed=seed, rank=rank,
                                world_size=world_size, start_step=start_step)
-    clip_shape = (dataset.num_frames, 3, dataset.image_size, dataset.image_size)
+    decoder = getattr(dataset, "decoder", None)
+    if decoder is not None and decoder.batched:
+        return BatchedClipLoader(dataset, sampler, prefetch=prefetch_factor)
+    if isinstance(dataset, VideoClipDataset):
+        collate = functools.partial(
+            collate_clips, clip_shape=(dataset.num_frames, 3, dataset.image_size, dataset.image_size))
+    else:  # a state cache
+        clip_shape = (dataset.num_frames // dataset.frames_per_state, *dataset.state_shape)
+        collate = functools.partial(collate_clips, clip_shape=clip_shape, key="states")
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=functools.partial(collate_clips, clip_shape=clip_shape),
+        collate_fn=collate,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,

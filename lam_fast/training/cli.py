@@ -18,7 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--reg", choices=REGULARIZERS, help="latent regulariser (default sparse)")
     a("--config", help="YAML file of TrainConfig keys (unknown keys are an error)")
     a("--preset", choices=tuple(PREDICTOR_PRESETS), help="predictor size (default tiny)")
-    a("--data", help="folder of videos or CSV list (a 'path' column)")
+    a("--data", help="folder of videos, CSV list (a 'path' column), WebDataset tar shards (file, folder or "
+      "brace pattern) or an encoded-state cache written by `lam-fast encode`")
+    a("--decoder", choices=("auto", "pyav", "opencv", "dali"),
+      help="video decoder (default auto: DALI on a GPU, else PyAV); ignored for a state cache")
     a("--steps", type=int, help="total optimiser steps of the run, also when resuming")
     a("--out", help="run directory (checkpoints, metrics.jsonl, tensorboard/)")
     a("--resume", action="store_true", help="continue from the latest checkpoint in --out")

@@ -35,6 +35,7 @@ class TrainConfig:
     image_size: int = 64
     # data
     data: str | None = None
+    decoder: str = "auto"
     num_frames: int = 16
     fps: float = 4.0
     num_workers: int = 0
@@ -61,6 +62,7 @@ class TrainConfig:
         checks = {
             "reg": self.reg in REGULARIZERS,
             "engine": self.engine in ("auto", "deepspeed", "local"),
+            "decoder": self.decoder in ("auto", "pyav", "opencv", "dali"),
             "zero_stage": self.zero_stage in (0, 1, 2, 3),
             "precision": self.precision in ("auto", "fp32", "bf16"),
             "steps": self.steps >= 1,

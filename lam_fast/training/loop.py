@@ -26,7 +26,7 @@ from lam_fast.training.safe_io import fsync_file, load_tree, save_tree
 
 
 #: Config keys a resumed run may change: they do not alter the optimisation trajectory.
-_RESUMABLE = frozenset({"steps", "out", "save_every", "keep_last", "log_every", "num_workers", "data"})
+_RESUMABLE = frozenset({"steps", "out", "save_every", "keep_last", "log_every", "num_workers", "data", "decoder"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,18 +51,17 @@ def _device() -> torch.device:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False):
-        from lam_fast.data import VideoClipDataset
         from lam_fast.models.encoders import build_encoder
 
         if cfg.data is None:
-            raise ValueError("no training data: set --data to a folder of videos or a CSV list")
+            raise ValueError("no training data: set --data to a folder of videos, a CSV list, tar shards "
+                             "or a state cache")
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.device = _device()
         torch.manual_seed(cfg.seed)
         self.encoder = build_encoder(cfg.encoder, cfg.image_size, **cfg.encoder_options()).to(self.device)
-        frames = cfg.num_frames
-        self.dataset = VideoClipDataset(cfg.data, num_frames=frames, fps=cfg.fps, image_size=cfg.image_size, seed=cfg.seed)
+        self.dataset = self._dataset()
         model = LatentActionWorldModel(cfg.model_config(), state_dim=self.encoder.dim, grid=self.encoder.grid)
         self.engine = make_engine(model, cfg, self.device)
         self.model: LatentActionWorldModel = self.engine.module
@@ -80,6 +79,23 @@ class Trainer:
                               "or choose another --out")
         # bf16 autocast (default on GPU); the DeepSpeed engine also keeps bf16 weights + fp32 master
         self.autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+
+    def _dataset(self):
+        """Clips of cfg.data: decoded video (through cfg.decoder), or states from a `lam-fast encode` cache."""
+        from lam_fast.data import VideoClipDataset, make_decoder
+        from lam_fast.data.cache import StateCacheDataset, is_state_cache
+
+        cfg = self.cfg
+        if is_state_cache(cfg.data):
+            expect = {"encoder": cfg.encoder, "encoder_options": cfg.encoder_options(),
+                      "image_size": cfg.image_size, "fps": cfg.fps}
+            try:
+                return StateCacheDataset(cfg.data, num_frames=cfg.num_frames, seed=cfg.seed, expect=expect)
+            except ValueError as error:
+                raise ConfigError(f"--data {cfg.data}: {error}") from error
+        decoder = make_decoder(cfg.decoder, self.device if cfg.decoder in ("auto", "dali") else "cpu")
+        return VideoClipDataset(cfg.data, num_frames=cfg.num_frames, fps=cfg.fps, image_size=cfg.image_size,
+                                seed=cfg.seed, decoder=decoder)
 
     # ---------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
@@ -199,14 +215,15 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next(batches)
                 self.batches_read += 1
-                video = batch["video"]
+                data = batch["states"] if "states" in batch else batch["video"]
                 # one reduction gives every rank the same clip and failure counts, and says whether
                 # some rank's whole batch failed to decode (then all ranks skip the step together)
-                clips, failed, empty = self.engine.sum_over_ranks([video.shape[0], batch["skipped"], video.shape[0] == 0])
+                clips, failed, empty = self.engine.sum_over_ranks([data.shape[0], batch["skipped"], data.shape[0] == 0])
                 self.read_failures += int(failed)
                 if empty:
                     continue
-                states = self.encoder.encode(video.to(self.device, non_blocking=True))
+                data = data.to(self.device, non_blocking=True)
+                states = data if "states" in batch else self.encoder.encode(data)
                 self.model.train()
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                     out = self.model(states)
