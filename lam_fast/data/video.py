@@ -354,7 +354,9 @@ def frame_indices(info: VideoInfo, start: float, num_frames: int, fps: float) ->
     The rule of :func:`decode_clip` on the stream's nominal grid (frame ``i`` shown at
     ``i / info.fps``): clip frame ``k`` is the frame nearest to ``start + k / fps``, a tie goes to
     the earlier frame, and targets past the last frame map to it. For constant-frame-rate video
-    this gives the frames :func:`decode_clip` picks; for variable-rate video it is approximate.
+    this gives the frames :func:`decode_clip` picks, except for targets within the container's
+    timestamp rounding (WebM: 1 ms) of midway between two frames; for variable-rate video it is
+    approximate.
     """
     src, step = Fraction(info.fps), 1 / Fraction(fps)
     last = max(info.num_frames - 1, 0)
