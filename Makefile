@@ -11,7 +11,7 @@ DEMO_OUT ?= runs/demo
 DEMO_STEPS ?= 200
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow cuda-check clean
+.PHONY: install demo test test-slow cuda-check bench-decode clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -46,6 +46,11 @@ test-slow: install
 # Compile csrc/cuda/*.cu with torch==2.14.1 (CUDA 13.0) in its own venv; see the script's header.
 cuda-check:
 	bash .ci/cuda_compile_check.sh
+
+# Decoders and the input pipeline vs a plain per-clip PyAV loop, 16-frame 256x256 clips of the
+# sample clips; writes perf/results/decode.json (perf/baselines/decode_cpu.json: a committed run).
+bench-decode: install
+	$(PY) perf/bench_decode.py --json perf/results/decode.json
 
 clean:
 	rm -rf build *.egg-info lam_fast/*.so runs $(STAMP)

@@ -14,6 +14,7 @@ Cases:
   pick the nearest frames, resize (antialiased) and centre-crop with torch. One process.
 - ``decoder_<name>``: :meth:`ClipDecoder.decode` per clip, one process (pyav, opencv; dali on
   the VP9 transcodes, CPU, and on the originals with NVDEC when a GPU is present).
+- ``pipeline_dali_cpu_vp9``: the batched DALI loader (CPU pipeline) on the VP9 transcodes.
 - ``pipeline_<n>workers``: the training input path: ``VideoClipDataset`` + ``make_dataloader``
   with n DataLoader workers (decoding overlapped across processes, prefetch), batches of 8,
   timed from the loader's creation (worker start-up included) to its last batch.
@@ -85,9 +86,11 @@ def transcode_vp9(src: Path, dst: Path) -> Path:
         stream = out.add_stream("libvpx-vp9", rate=ins.average_rate,
                                 options={"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "50"})
         stream.width, stream.height, stream.pix_fmt = ins.codec_context.width, ins.codec_context.height, "yuv420p"
-        for frame in inp.decode(ins):
-            frame.pts = None
-            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        stream.codec_context.time_base = 1 / Fraction(ins.average_rate)
+        for k, frame in enumerate(inp.decode(ins)):
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = k, stream.codec_context.time_base
+            out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return dst
 
@@ -150,6 +153,15 @@ def run(args: argparse.Namespace) -> dict:
 
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     cases[f"pipeline_{workers}workers"] = pipeline_case(workers)
+    if status["dali"] is None:
+        def dali_pipeline():
+            # The batched loader: one DALI pipeline run per batch, prefetched by a thread.
+            loader = make_dataloader(vp9, batch_size=BATCH, seed=0, prefetch_factor=2)
+            iterator = iter(loader)
+            for _ in range(steps):
+                next(iterator)
+            loader.close()
+        cases["pipeline_dali_cpu_vp9"] = dali_pipeline
 
     clips_per_case = {name: (steps * BATCH if name.startswith("pipeline") else args.clips) for name in cases}
     rounds: dict[str, list[float]] = {name: [] for name in cases}
@@ -191,7 +203,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=48, help="clips per case per round")
+    parser.add_argument("--clips", type=int, default=64, help="clips per case per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="pipeline DataLoader workers (default: CPUs)")
     parser.add_argument("--samples", default="data/samples", help="where the sample clips are (fetched if absent)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lam_fast.data.video as video_module
@@ -185,8 +185,8 @@ def test_late_start_seeks_instead_of_decoding_from_the_start(videos, read_frame_
     first_times = []
     original = video_module._iter_frames
 
-    def recording(container, stream, seek_time, name):
-        frames = original(container, stream, seek_time, name)
+    def recording(container, stream, seek_time, name, targets=None):
+        frames = original(container, stream, seek_time, name, targets)
         first = next(frames)
         first_times.append(first[0])
         yield first
@@ -205,9 +205,9 @@ def test_seek_that_lands_late_backs_off(videos, read_frame_ids, monkeypatch):
     original = video_module._iter_frames
     seeks = []
 
-    def late_landing(container, stream, seek_time, name):
+    def late_landing(container, stream, seek_time, name, targets=None):
         seeks.append(seek_time)
-        frames = original(container, stream, seek_time, name)
+        frames = original(container, stream, seek_time, name, targets)
         if len(seeks) == 1:
             frames = (item for item in frames if item[0] > seek_time)
         yield from frames
@@ -234,3 +234,45 @@ def test_decode_validates_arguments(videos, kwargs, message):
     arguments = {"start": 0.0, "num_frames": 4, "fps": 4.0, "image_size": 16} | kwargs
     with pytest.raises(ValueError, match=message):
         decode_clip(videos["h264_24"], **arguments)
+
+
+# Skipping non-reference frames that cannot be chosen ------------------------------------------
+
+
+def _decode_counting(monkeypatch, *args, skip: bool):
+    """decode_clip(*args) with frame skipping on or off; also return how many frames it decoded."""
+    decoded = []
+    original = video_module._iter_frames
+
+    def counting(*inner):
+        for item in original(*inner):
+            decoded.append(item[0])
+            yield item
+
+    with monkeypatch.context() as patch:
+        patch.setattr(video_module, "_iter_frames", counting)
+        if not skip:
+            patch.setattr(video_module, "_needed_pts", lambda *a: None)
+        clip = decode_clip(*args)
+    return clip, len(decoded)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # monkeypatch.context per example
+@given(name=st.sampled_from(["h264_24", "h264_30", "ntsc", "vp9_24", "mpeg4_25", "faststart"]),
+       start=st.floats(0.0, 1.2), num_frames=st.integers(1, 6), fps=st.sampled_from([1.0, 3.0, 4.0, 7.5, 24.0, 50.0]))
+def test_skipping_unneeded_frames_changes_no_pixel(videos, monkeypatch, name, start, num_frames, fps):
+    num_frames = min(num_frames, 1 + math.floor((1.9 - start) * fps))  # stay inside the 2 s videos
+    args = (videos[name], start, num_frames, fps, 16)
+    fast, fast_count = _decode_counting(monkeypatch, *args, skip=True)
+    full, full_count = _decode_counting(monkeypatch, *args, skip=False)
+    assert torch.equal(fast, full)
+    assert fast_count <= full_count
+
+
+def test_skipping_drops_b_frames_between_sparse_targets(videos, monkeypatch):
+    # 24 fps H.264 with B-frames, clip at 3 fps: most frames between targets are droppable.
+    args = (videos["h264_24"], 0.2, 6, 3.0, 16)
+    fast, fast_count = _decode_counting(monkeypatch, *args, skip=True)
+    full, full_count = _decode_counting(monkeypatch, *args, skip=False)
+    assert torch.equal(fast, full)
+    assert fast_count < 0.8 * full_count

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,9 @@ def test_dali_cpu_decoder_on_vp9_trains_and_skips_h264(tmp_path, video_folder):
             stream = out.add_stream("libvpx-vp9", rate=8, options={"deadline": "realtime", "cpu-used": "8"})
             stream.width = stream.height = 48
             stream.pix_fmt = "yuv420p"
-            for frame in inp.decode(video=0):
-                frame.pts = None
+            stream.codec_context.time_base = Fraction(1, 8)
+            for k, frame in enumerate(inp.decode(video=0)):
+                frame.pts, frame.time_base = k, Fraction(1, 8)
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
     (folder / "h264.mp4").write_bytes(next(video_folder.glob("*.mp4")).read_bytes())
