@@ -86,7 +86,7 @@ class DaliDecoder(ClipDecoder):
     name = "dali"
     batched = True
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+    def __init__(self, device: str | torch.device = "cpu", *, fallback: ClipDecoder | None = None) -> None:
         device = torch.device(device)
         if device.type == "cuda":
             if not torch.cuda.is_available():
@@ -96,10 +96,12 @@ class DaliDecoder(ClipDecoder):
         elif device.type != "cpu":
             raise DecoderUnavailable(f"DALI decodes on cpu or cuda devices, not {device}")
         super().__init__(device)
+        self.fallback = fallback
         self._import_dali()
         self.num_threads = min(4, os.cpu_count() or 1)
-        # (num_frames, image_size, max_batch_size) -> built pipeline; at most one per (T, S).
-        self._pipelines: dict[tuple[int, int, int], Any] = {}
+        # (image_size, max_batch_size) -> built pipeline; at most one per size. The frame count
+        # is not part of the key: it only comes from the per-clip index lists.
+        self._pipelines: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
 
     def _import_dali(self) -> None:
@@ -128,6 +130,8 @@ class DaliDecoder(ClipDecoder):
     def unsupported(self, info: VideoInfo) -> str | None:
         if info.codec in self.codecs:
             return None
+        if self.fallback is not None:
+            return self.fallback.unsupported(info)
         labels = ", ".join(_CODEC_LABELS[c] for c in sorted(self.codecs, key=list(_CODEC_LABELS).index))
         if self.device.type == "cpu":
             return (f"codec {info.codec} is not supported by DALI's CPU decoder ({labels} only); "
@@ -136,7 +140,7 @@ class DaliDecoder(ClipDecoder):
 
     # -- pipelines -----------------------------------------------------------------------------
 
-    def _build(self, num_frames: int, image_size: int, max_batch_size: int) -> Any:
+    def _build(self, image_size: int, max_batch_size: int) -> Any:
         fn, types, dmath = self._fn, self._types, self._dmath
         gpu = self.device.type == "cuda"
         size = float(image_size)
@@ -145,6 +149,7 @@ class DaliDecoder(ClipDecoder):
             num_threads=self.num_threads,
             device_id=self.device.index if gpu else None,
             prefetch_queue_depth=1,  # inputs are fed per run; nothing to prefetch
+            exec_dynamic=True,  # the resize arguments read the shape of GPU data on the CPU
         )
         with pipe:
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
@@ -171,18 +176,31 @@ class DaliDecoder(ClipDecoder):
         pipe.build()
         return pipe
 
-    def _pipeline(self, num_frames: int, image_size: int, batch_size: int) -> tuple[tuple[int, int, int], Any]:
-        """A cached pipeline for (T, S) that takes ``batch_size`` clips, built if needed."""
-        fitting = [key for key in self._pipelines
-                   if key[:2] == (num_frames, image_size) and key[2] >= batch_size]
+    def _pipeline(self, image_size: int, batch_size: int) -> tuple[tuple[int, int], Any]:
+        """A cached pipeline for output size S that takes ``batch_size`` clips, built if needed."""
+        fitting = [key for key in self._pipelines if key[0] == image_size and key[1] >= batch_size]
         if fitting:
-            key = min(fitting, key=lambda k: k[2])
+            key = min(fitting, key=lambda k: k[1])
             return key, self._pipelines[key]
-        for key in [k for k in self._pipelines if k[:2] == (num_frames, image_size)]:
-            del self._pipelines[key]  # superseded by the larger one built now
-        key = (num_frames, image_size, batch_size)
-        self._pipelines[key] = pipe = self._build(num_frames, image_size, batch_size)
+        for key in [k for k in self._pipelines if k[0] == image_size]:
+            self._shutdown(self._pipelines.pop(key))  # superseded by the larger one built now
+        key = (image_size, batch_size)
+        self._pipelines[key] = pipe = self._build(image_size, batch_size)
         return key, pipe
+
+    @staticmethod
+    def _shutdown(pipe: Any) -> None:
+        """Stop a pipeline's threads now, in this process (not at some later garbage collection,
+        which in a forked DataLoader worker would join threads that do not exist there)."""
+        shutdown = getattr(pipe, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    def close(self) -> None:
+        """Shut down every cached pipeline (they are rebuilt on the next decode)."""
+        with self._lock:
+            while self._pipelines:
+                self._shutdown(self._pipelines.popitem()[1])
 
     def _run(self, num_frames: int, image_size: int, encoded: list[np.ndarray],
              frames: list[np.ndarray]) -> list[torch.Tensor]:
@@ -192,14 +210,16 @@ class DaliDecoder(ClipDecoder):
             _PipelineError: DALI failed; that pipeline is dropped from the cache (DALI cannot run
                 it again). Other errors (the torch copy, out of memory) propagate unchanged.
         """
-        key, pipe = self._pipeline(num_frames, image_size, len(encoded))
+        key, pipe = self._pipeline(image_size, len(encoded))
         try:
             pipe.feed_input("encoded", encoded)
             pipe.feed_input("frames", frames)
             (output,) = pipe.run()  # host-synchronous: the GPU work is finished
             batch = output.as_tensor()  # dense (n, T, 3, S, S)
         except Exception as error:  # DALI raises RuntimeError, occasionally IndexError/ValueError
-            self._pipelines.pop(key, None)
+            dead = self._pipelines.pop(key, None)
+            if dead is not None:
+                self._shutdown(dead)
             # Not chained: DALI's traceback would keep the dead pipeline (threads, buffers) alive.
             raise _PipelineError(_dali_message(error)) from None
         shape = (len(encoded), num_frames, 3, image_size, image_size)
@@ -217,7 +237,10 @@ class DaliDecoder(ClipDecoder):
     def decode(self, request: ClipRequest) -> torch.Tensor:
         result = self.decode_batch([request])[0]
         if isinstance(result, VideoDecodeError):
-            raise result
+            try:
+                raise result
+            finally:
+                del result  # no frame <-> exception cycle keeping this decoder's pipelines alive
         return result
 
     def decode_batch(self, requests: Sequence[ClipRequest]) -> list[torch.Tensor | VideoDecodeError]:
@@ -276,6 +299,15 @@ class DaliDecoder(ClipDecoder):
                 else:
                     for (position, _, _), clip in zip(pending, clips, strict=True):
                         results[position] = clip
+        if self.fallback is not None:
+            # Codecs or profiles DALI cannot decode (MPEG-2, 10-bit H.264 on NVDEC...) go to the
+            # CPU decoder; its clips are copied to this decoder's device.
+            for position, result in enumerate(results):
+                if isinstance(result, VideoDecodeError):
+                    try:
+                        results[position] = self.fallback.decode(requests[position]).to(self.device)
+                    except VideoDecodeError as error:
+                        results[position] = VideoDecodeError(f"{result}; {self.fallback.name} also failed: {error}")
         return results  # type: ignore[return-value]  # every slot is filled
 
     @staticmethod
@@ -285,7 +317,8 @@ class DaliDecoder(ClipDecoder):
         return VideoDecodeError(f"{name!r}: DALI could not decode {wanted} (of {request.info.num_frames}): {error}")
 
     def __repr__(self) -> str:
-        return f"DaliDecoder(device={str(self.device)!r})"
+        fallback = f", fallback={self.fallback!r}" if self.fallback is not None else ""
+        return f"DaliDecoder(device={str(self.device)!r}{fallback})"
 
 
 def _check_request(request: ClipRequest) -> None:

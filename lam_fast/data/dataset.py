@@ -13,10 +13,12 @@ from __future__ import annotations
 import bisect
 import csv
 import functools
+import gc
 import math
 import operator
 import os
 import queue
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -374,18 +376,57 @@ class ClipBatchSampler(Sampler[list[int]]):
             step += 1
 
 
+def _decode_batch(dataset: VideoClipDataset, indices: list[int]) -> dict[str, torch.Tensor | int]:
+    """One batch through the dataset's batched decoder, collated like the DataLoader's."""
+    requests = [dataset.request(index) for index in indices]
+    items: list[ClipItem | None] = []
+    for index, request, result in zip(indices, requests, dataset.decoder.decode_batch(requests), strict=True):
+        if isinstance(result, VideoDecodeError):
+            dataset.record_failure(request.info, result)
+            items.append(None)
+        else:
+            items.append({"video": result, "index": index})
+    batch = collate_clips(items, (dataset.num_frames, 3, dataset.image_size, dataset.image_size))
+    batch["video"] = batch["video"].to(dataset.decoder.device)
+    return batch
+
+
+def _produce(dataset: VideoClipDataset, sampler: ClipBatchSampler, ready: queue.Queue,
+             stop: threading.Event) -> None:
+    """The prefetch thread of :class:`BatchedClipLoader`: decode batches into ``ready`` until
+    ``stop``; an error is handed over in the queue. Holds no reference to the loader itself."""
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for indices in sampler:
+            if stop.is_set() or not put((_decode_batch(dataset, indices), None)):
+                return
+    except BaseException as error:  # handed to the consumer, which raises it
+        put((None, error))
+
+
 class BatchedClipLoader:
     """Batches of a :class:`VideoClipDataset` whose decoder is batched (DALI), prefetched.
 
     The same sampler and collation as :func:`make_dataloader`'s DataLoader, but each batch is
     one :meth:`~lam_fast.data.decoders.ClipDecoder.decode_batch` call made by a background
     thread that stays ``prefetch`` batches ahead of the consumer, so decoding (on the GPU for
-    DALI) overlaps the training step. The decoder is only ever used from that thread. Clips come
-    out on the decoder's device (no host round trip for GPU decoding). An error in the thread is
-    raised in the consumer at the next batch.
+    DALI) overlaps the training step. The decoder is only ever used from that thread (a new
+    iteration first stops and joins the previous one's). Clips come out on the decoder's device
+    (no host round trip for GPU decoding). An error in the thread is raised in the consumer at
+    the next batch.
 
-    Iterating again starts a new stream from ``sampler.start_step``; :meth:`close` (or garbage
-    collection) stops the thread.
+    Iterating again starts a new stream from ``sampler.start_step``. The thread stops when its
+    iterator is closed or garbage-collected, or at :meth:`close` (which also shuts down the
+    decoder's pipelines, when it has a ``close``).
     """
 
     def __init__(self, dataset: VideoClipDataset, sampler: ClipBatchSampler, prefetch: int = 2) -> None:
@@ -394,56 +435,41 @@ class BatchedClipLoader:
         self.dataset = dataset
         self.sampler = sampler
         self.prefetch = prefetch
-        self._stop: threading.Event | None = None
+        self._running: tuple[threading.Event, threading.Thread] | None = None
 
-    def _decode(self, indices: list[int]) -> dict[str, torch.Tensor | int]:
-        dataset = self.dataset
-        requests = [dataset.request(index) for index in indices]
-        items: list[ClipItem | None] = []
-        for index, request, result in zip(indices, requests, dataset.decoder.decode_batch(requests), strict=True):
-            if isinstance(result, VideoDecodeError):
-                dataset.record_failure(request.info, result)
-                items.append(None)
-            else:
-                items.append({"video": result, "index": index})
-        batch = collate_clips(items, (dataset.num_frames, 3, dataset.image_size, dataset.image_size))
-        batch["video"] = batch["video"].to(dataset.decoder.device)
-        return batch
+    def _stop_thread(self) -> None:
+        if self._running is not None:
+            stop, thread = self._running
+            stop.set()
+            thread.join()
+            self._running = None
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor | int]]:
-        self.close()
-        stop = self._stop = threading.Event()
-        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        self._stop_thread()
+        stop, ready = threading.Event(), queue.Queue(maxsize=self.prefetch)
+        thread = threading.Thread(target=_produce, args=(self.dataset, self.sampler, ready, stop),
+                                  name="lam_fast-decode", daemon=True)
+        thread.start()
+        self._running = (stop, thread)
+        return _consume(ready, stop)
 
-        def produce() -> None:
-            try:
-                for indices in self.sampler:
-                    batch = self._decode(indices)
-                    while not stop.is_set():
-                        try:
-                            ready.put((batch, None), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            except BaseException as error:  # handed to the consumer, which raises it
-                ready.put((None, error))
+    def close(self) -> None:
+        """Stop and join the prefetching thread, and release the decoder's resources."""
+        self._stop_thread()
+        close = getattr(self.dataset.decoder, "close", None)
+        if close is not None:
+            close()
 
-        threading.Thread(target=produce, name="lam_fast-decode", daemon=True).start()
+
+def _consume(ready: queue.Queue, stop: threading.Event) -> Iterator[dict[str, torch.Tensor | int]]:
+    try:
         while True:
             batch, error = ready.get()
             if error is not None:
                 raise error
             yield batch
-
-    def close(self) -> None:
-        """Stop the prefetching thread of the current iteration, if any."""
-        if self._stop is not None:
-            self._stop.set()
-
-    def __del__(self) -> None:
-        self.close()
+    finally:
+        stop.set()
 
 
 def make_dataloader(
@@ -483,6 +509,10 @@ def make_dataloader(
     decoder = getattr(dataset, "decoder", None)
     if decoder is not None and decoder.batched:
         return BatchedClipLoader(dataset, sampler, prefetch=prefetch_factor)
+    if num_workers > 0 and "nvidia.dali" in sys.modules:
+        # Workers are forked: a DALI pipeline left as cyclic garbage here would be finalised in a
+        # worker, joining threads that do not exist there (a crash). Collect it before the fork.
+        gc.collect()
     if isinstance(dataset, VideoClipDataset):
         collate = functools.partial(
             collate_clips, clip_shape=(dataset.num_frames, 3, dataset.image_size, dataset.image_size))

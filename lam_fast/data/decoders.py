@@ -14,8 +14,9 @@ nearest-frame rule of :mod:`lam_fast.data.video`, resized so the shorter side is
   GPU, or DALI's CPU decoder, which reads only VP8, VP9 and MJPEG. Batched: one pipeline run
   decodes a whole batch of clips.
 
-``auto`` picks ``dali`` on a CUDA device when DALI imports, else ``pyav`` (the fastest CPU
-decoder measured here, see perf/bench_decode.py), else ``opencv``.
+``auto`` picks ``dali`` on a CUDA device when DALI imports (with PyAV as its fallback for the
+codecs and clips DALI cannot decode, so ``auto`` trains on the same videos everywhere), else
+``pyav`` (the fastest CPU decoder measured here, see perf/bench_decode.py), else ``opencv``.
 """
 
 from __future__ import annotations
@@ -182,10 +183,10 @@ class OpenCVDecoder(ClipDecoder):
         return torch.from_numpy(np.ascontiguousarray(np.stack(frames).transpose(0, 3, 1, 2)))
 
 
-def _dali_factory(device: str | torch.device) -> ClipDecoder:
+def _dali_factory(device: str | torch.device, fallback: ClipDecoder | None = None) -> ClipDecoder:
     from lam_fast.data.dali import DaliDecoder
 
-    return DaliDecoder(device)
+    return DaliDecoder(device, fallback=fallback)
 
 
 #: Decoder name -> factory ``(device) -> ClipDecoder``; a factory raises ImportError or
@@ -243,11 +244,15 @@ def make_decoder(name: str = "auto", device: str | torch.device = "cpu") -> Clip
         DecoderUnavailable: the named decoder cannot run here (the message says why).
     """
     device = torch.device(device)
-    if name == "auto":
+    auto = name == "auto"
+    if auto:
         name = auto_decoder(device)
     if name not in DECODERS:
         raise ValueError(f"unknown decoder {name!r}; choose auto or one of {', '.join(DECODERS)}")
     reason = _why_unavailable(name, device)
     if reason is not None:
         raise DecoderUnavailable(f"decoder {name!r} is unavailable: {reason}")
+    if auto and name == "dali" and _why_unavailable("pyav", device) is None:
+        # auto trains on the same videos on a GPU as on a CPU: what DALI cannot decode, PyAV does
+        return _dali_factory(device, fallback=PyAVDecoder("cpu"))
     return DECODERS[name](device)

@@ -157,6 +157,57 @@ class VideoInfo:
         return self.member if self.member is not None else self.path
 
 
+class _MemberReader(io.RawIOBase):
+    """A read-only, seekable view of one tar member's byte range: PyAV reads only the parts of
+    the member a clip needs (the index and the packets from the seek point on), not all of it."""
+
+    def __init__(self, handle: io.BufferedReader, member: TarMember) -> None:
+        super().__init__()
+        self._handle, self._offset, self._size, self._position = handle, member.offset, member.size, 0
+
+    @classmethod
+    def open(cls, member: TarMember) -> io.BufferedReader:
+        """Open ``member``; raises VideoDecodeError when the shard is missing or cut short."""
+        try:
+            handle = open(member.shard, "rb")  # noqa: SIM115 (closed with the reader)
+        except OSError as error:
+            raise VideoDecodeError(f"cannot read {str(member)!r}: {error}") from error
+        missing = member.offset + member.size - os.fstat(handle.fileno()).st_size
+        if missing > 0:
+            handle.close()
+            raise VideoDecodeError(f"cannot read {str(member)!r}: the shard ends {missing} bytes inside the "
+                                   "member (truncated tar?)")
+        return io.BufferedReader(cls(handle, member), buffer_size=1 << 16)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self._size - self._position)
+        if count <= 0:
+            return 0
+        self._handle.seek(self._offset + self._position)
+        count = self._handle.readinto(memoryview(buffer)[:count])
+        self._position += count
+        return count
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + position)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+        super().close()
+
+
 def _import_av() -> types.ModuleType:
     """PyAV, or an ImportError that says how to install it."""
     try:
@@ -173,7 +224,7 @@ def _open(ref: str | os.PathLike[str] | TarMember) -> tuple[InputContainer, Vide
     name = video_name(ref)
     try:
         if isinstance(ref, TarMember):
-            container = av.open(io.BytesIO(read_video_bytes(ref)), mode="r")
+            container = av.open(_MemberReader.open(ref), mode="r")
         else:
             container = av.open(name, mode="r")
     except (av.FFmpegError, OSError) as error:

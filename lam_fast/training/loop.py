@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from lam_fast.training.safe_io import fsync_file, load_tree, save_tree
 
 
 #: Config keys a resumed run may change: they do not alter the optimisation trajectory.
-_RESUMABLE = frozenset({"steps", "out", "save_every", "keep_last", "log_every", "num_workers", "data", "decoder"})
+_RESUMABLE = frozenset({"steps", "out", "save_every", "keep_last", "log_every", "num_workers", "data"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,6 +67,7 @@ class Trainer:
         self.engine = make_engine(model, cfg, self.device)
         self.model: LatentActionWorldModel = self.engine.module
         self.rank, self.world_size = self.engine.rank, self.engine.world_size
+        self._check_same_data()
         torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # independent latent noise per rank
         self.step = 0
         self.batches_read = 0  # data position: batches drawn from the sampler (>= step if a batch was empty)
@@ -96,6 +98,19 @@ class Trainer:
         decoder = make_decoder(cfg.decoder, self.device if cfg.decoder in ("auto", "dali") else "cpu")
         return VideoClipDataset(cfg.data, num_frames=cfg.num_frames, fps=cfg.fps, image_size=cfg.image_size,
                                 seed=cfg.seed, decoder=decoder)
+
+    def _check_same_data(self) -> None:
+        """Every rank probed the data on its own: refuse to train if they disagree (a file that was
+        readable on one rank only would shift every sampler position, silently)."""
+        if self.world_size == 1:
+            return
+        names = [getattr(v, "path", None) or v["name"] for v in self.dataset.videos]
+        digest = zlib.crc32("\n".join(names).encode()) & 0xFFFFF  # 20 bits: squares stay exact in float64
+        count = len(self.dataset)
+        total, squares, digests, digest_squares = self.engine.sum_over_ranks([count, count * count, digest, digest * digest])
+        if total * total != self.world_size * squares or digests * digests != self.world_size * digest_squares:
+            raise ConfigError(f"the ranks see different data in {self.cfg.data} (this rank: {len(names)} usable videos, "
+                              f"{count} clips per epoch); check that every rank reads the same files")
 
     # ---------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
@@ -260,6 +275,10 @@ class Trainer:
                     checkpoint = self.save()
         finally:
             bar.close()
+            close = getattr(loader, "close", None)  # the batched (DALI) loader's prefetch thread
+            if close is not None:
+                close()
+            del batches
             if writer is not None:
                 writer.close()
                 metrics_file.close()

@@ -91,8 +91,10 @@ def infos(vp9) -> dict[str, VideoInfo]:
 
 
 @pytest.fixture(scope="module")
-def dali_cpu() -> DaliDecoder:
-    return DaliDecoder("cpu")
+def dali_cpu():
+    decoder = DaliDecoder("cpu")
+    yield decoder
+    decoder.close()  # shut the pipelines down here, not in a later GC (possibly in a forked worker)
 
 
 def _request(info: VideoInfo, start: float, num_frames: int, fps: float, size: int = 32) -> ClipRequest:
@@ -321,6 +323,39 @@ def test_pickles_without_its_pipelines(dali_cpu, infos, read_frame_ids):
     copy = pickle.loads(pickle.dumps(dali_cpu))
     assert copy.device == dali_cpu.device
     assert torch.equal(copy.decode(request), expected)
+
+
+def test_one_pipeline_per_size_whatever_the_frame_count(infos, read_frame_ids):
+    decoder = DaliDecoder("cpu")
+    try:
+        for num_frames in (2, 3, 5, 7):
+            request = _request(infos["24"], 0.1, num_frames, 8.0)
+            assert read_frame_ids(decoder.decode(request)) == read_frame_ids(_pyav(request))
+        assert len(decoder._pipelines) == 1
+        decoder.close()
+        assert decoder._pipelines == {}
+        assert decoder.decode(_request(infos["24"], 0.1, 2, 8.0)).shape == (2, 3, 32, 32)  # rebuilt
+    finally:
+        decoder.close()
+
+
+def test_fallback_decodes_what_dali_cannot(videos, infos, read_frame_ids, tmp_path):
+    from lam_fast.data.decoders import PyAVDecoder
+
+    decoder = DaliDecoder("cpu", fallback=PyAVDecoder("cpu"))
+    try:
+        h264 = probe_video(videos["h264_24"])
+        assert decoder.unsupported(h264) is None  # PyAV reads it
+        bad = tmp_path / "bad.webm"
+        bad.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(500))  # an EBML magic, then nothing
+        requests = [_request(h264, 0.3, 4, 8.0), _request(infos["24"], 0.3, 4, 8.0),
+                    _request(replace(infos["24"], path=str(bad)), 0.0, 4, 8.0)]
+        results = decoder.decode_batch(requests)
+        assert read_frame_ids(results[0]) == read_frame_ids(_pyav(requests[0]))  # via PyAV
+        assert read_frame_ids(results[1]) == read_frame_ids(_pyav(requests[1]))  # via DALI
+        assert isinstance(results[2], VideoDecodeError) and "pyav also failed" in str(results[2])
+    finally:
+        decoder.close()
 
 
 # -- GPU (NVDEC) -------------------------------------------------------------------------------

@@ -147,3 +147,65 @@ def test_batched_loader_raises_errors_of_its_thread(videos):
     loader = BatchedClipLoader(dataset, ClipBatchSampler(len(dataset), 1, seed=0))
     with pytest.raises(RuntimeError, match="decoder exploded"):
         next(iter(loader))
+
+
+def test_batched_loader_thread_stops_with_its_iterator_and_on_close(videos):
+    import gc
+    import threading
+
+    def decode_threads():
+        return [t for t in threading.enumerate() if t.name == "lam_fast-decode" and t.is_alive()]
+
+    dataset = VideoClipDataset([videos["h264_24"]], num_frames=4, fps=4.0, image_size=16, decoder=_BatchedPyAV())
+    loader = make_dataloader(dataset, batch_size=1, seed=0)
+    first = iter(loader)
+    next(first)
+    second = iter(loader)  # a new iteration stops and joins the first one's thread
+    next(second)
+    assert len(decode_threads()) == 1
+    del first, second
+    gc.collect()
+    for thread in decode_threads():
+        thread.join(timeout=5)
+    assert decode_threads() == []  # the consumer generator's finally stopped it
+    iterator = iter(loader)
+    next(iterator)
+    loader.close()
+    assert decode_threads() == []
+
+
+def test_tar_members_are_read_by_range_not_whole(videos, tmp_path, monkeypatch):
+    import tarfile
+
+    import lam_fast.data.video as video_module
+    from lam_fast.data import TarMember
+
+    import av
+    import numpy as np
+
+    source = tmp_path / "noise.mp4"  # ~1 MB: noise does not compress, so a GOP is a small part
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 128, 3), dtype=np.uint8)
+    with av.open(str(source), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=24, options={"g": "12", "crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for image in noise:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(source, arcname="a.mp4")
+    with tarfile.open(shard) as tar:
+        entry = tar.getmember("a.mp4")
+    member = TarMember(str(shard), "a.mp4", entry.offset_data, entry.size)
+    read = []
+    original = video_module._MemberReader.readinto
+
+    def counting(self, buffer):
+        count = original(self, buffer)
+        read.append(count)
+        return count
+
+    monkeypatch.setattr(video_module._MemberReader, "readinto", counting)
+    clip = decode_clip(member, 3.5, 2, 8.0, 16)
+    assert torch.equal(clip, decode_clip(source, 3.5, 2, 8.0, 16))
+    assert 0 < sum(read) < 0.8 * entry.size  # the index and the last GOP, not the whole member

@@ -4,6 +4,7 @@ DeepSpeed launcher on shards and on a cache."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from fractions import Fraction
@@ -96,7 +97,11 @@ def _deepspeed(args, tmp_path):
     pytest.importorskip("deepspeed")
     env = dict(os.environ, TORCHDYNAMO_DISABLE="1", PYTHONUNBUFFERED="1")
     env.pop("RANK", None)
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), str(ROOT / "train" / "run.py"), "--reg", "sparse",
+    with socket.socket() as probe:  # a free rendezvous port: the default 29500 may be taken
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(port), str(ROOT / "train" / "run.py"),
+           "--reg", "sparse",
            "--preset", "tiny", "--image-size", "32", "--num-frames", "4", "--fps", "4", "--batch-size", "2",
            "--log-every", "1", "--steps", "2", "--out", str(tmp_path / "run"), *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -110,3 +115,44 @@ def test_deepspeed_trains_from_shards_and_from_a_cache(shards, cache, tmp_path):
     for name in ("shards", "cache"):
         meta = json.loads((tmp_path / name / "run" / "checkpoints" / "step_00000002" / "trainer.json").read_text())
         assert meta["engine"] == "deepspeed" and meta["step"] == 2
+
+
+class _FakeRanks:
+    """sum_over_ranks as if a second rank had probed ``other`` (count, digest)."""
+
+    def __init__(self, other_names, other_count):
+        import zlib
+
+        digest = zlib.crc32("\n".join(other_names).encode()) & 0xFFFFF
+        self.other = [other_count, other_count * other_count, digest, digest * digest]
+
+    def sum_over_ranks(self, values):
+        return [float(a + b) for a, b in zip(values, self.other, strict=True)]
+
+
+class _Videos(list):
+    def __init__(self, names, clips):
+        from types import SimpleNamespace
+
+        super().__init__()
+        self.videos = [SimpleNamespace(path=name) for name in names]
+        self.clips = clips
+
+    def __len__(self):
+        return self.clips
+
+
+def test_ranks_that_probed_different_data_refuse_to_train():
+    from types import SimpleNamespace
+
+    from lam_fast.training.loop import Trainer
+
+    mine = _Videos(["a.mp4", "b.mp4"], 6)
+    same = SimpleNamespace(world_size=2, dataset=mine, engine=_FakeRanks(["a.mp4", "b.mp4"], 6),
+                           cfg=SimpleNamespace(data="d"))
+    Trainer._check_same_data(same)  # agreeing ranks pass
+    for names, clips in ((["a.mp4"], 3), (["a.mp4", "c.mp4"], 6)):  # a file missing / another file
+        other = SimpleNamespace(world_size=2, dataset=mine, engine=_FakeRanks(names, clips),
+                                cfg=SimpleNamespace(data="d"))
+        with pytest.raises(ConfigError, match="ranks see different data"):
+            Trainer._check_same_data(other)
