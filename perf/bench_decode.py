@@ -95,10 +95,30 @@ def transcode_vp9(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _optional_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("nvidia-dali-cuda130", "opencv-python-headless"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -192,9 +212,10 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "decode",
         "clip": {"num_frames": NUM_FRAMES, "fps": FPS, "image_size": SIZE, "batch_size": BATCH},
         "sources": [os.path.basename(p) for p in paths],
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name(),
         "cpu_count": os.cpu_count(),
-        "versions": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version(),
+                     **_optional_versions()},
         "git_sha": sha,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "results": records,
