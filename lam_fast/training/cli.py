@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-frames", dest="num_frames", type=int)
     a("--fps", type=float)
     a("--batch-size", dest="batch_size", type=int, help="clips per rank per step")
-    a("--num-workers", dest="num_workers", type=int)
+    a("--num-workers", dest="num_workers", type=int, help="DataLoader decoding processes (default 2; 0 decodes in the training process)")
     a("--seed", type=int)
     a("--engine", choices=("auto", "deepspeed", "local"))
     a("--precision", choices=("auto", "fp32", "bf16"))

@@ -38,7 +38,7 @@ class TrainConfig:
     decoder: str = "auto"
     num_frames: int = 16
     fps: float = 4.0
-    num_workers: int = 0
+    num_workers: int = 2  # DataLoader decoding processes: decoding overlaps the training step
     # optimisation (PAPER.md section 3)
     steps: int = 1000
     batch_size: int = 8

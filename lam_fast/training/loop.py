@@ -61,9 +61,21 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = _device()
         torch.manual_seed(cfg.seed)
-        self.encoder = build_encoder(cfg.encoder, cfg.image_size, **cfg.encoder_options()).to(self.device)
+        from lam_fast.data.cache import is_state_cache
+
+        # A state cache holds encoded clips: the frozen encoder (V-JEPA 2 at paper scale) is not
+        # even loaded; its name, width and token grid come from the cache's manifest.
+        self.from_cache = is_state_cache(cfg.data)
+        self.encoder = None if self.from_cache else \
+            build_encoder(cfg.encoder, cfg.image_size, **cfg.encoder_options()).to(self.device)
         self.dataset = self._dataset()
-        model = LatentActionWorldModel(cfg.model_config(), state_dim=self.encoder.dim, grid=self.encoder.grid)
+        if self.from_cache:
+            info = self.dataset.encoder_info
+            self.encoder_meta = {"name": info["name"], "dim": info["dim"], "grid": list(info["grid"])}
+        else:
+            self.encoder_meta = {"name": self.encoder.name, "dim": self.encoder.dim, "grid": list(self.encoder.grid)}
+        model = LatentActionWorldModel(cfg.model_config(), state_dim=self.encoder_meta["dim"],
+                                       grid=tuple(self.encoder_meta["grid"]))
         self.engine = make_engine(model, cfg, self.device)
         self.model: LatentActionWorldModel = self.engine.module
         self.rank, self.world_size = self.engine.rank, self.engine.world_size
@@ -85,10 +97,10 @@ class Trainer:
     def _dataset(self):
         """Clips of cfg.data: decoded video (through cfg.decoder), or states from a `lam-fast encode` cache."""
         from lam_fast.data import VideoClipDataset, make_decoder
-        from lam_fast.data.cache import StateCacheDataset, is_state_cache
+        from lam_fast.data.cache import StateCacheDataset
 
         cfg = self.cfg
-        if is_state_cache(cfg.data):
+        if self.from_cache:
             expect = {"encoder": cfg.encoder, "encoder_options": cfg.encoder_options(),
                       "image_size": cfg.image_size, "fps": cfg.fps}
             try:
@@ -161,7 +173,7 @@ class Trainer:
                 "world_size": self.world_size,
                 "engine": self.engine.name,
                 "zero_stage": self.engine.zero_stage,
-                "encoder": {"name": self.encoder.name, "dim": self.encoder.dim, "grid": list(self.encoder.grid)},
+                "encoder": self.encoder_meta,
             }
             ckpt.write_json_atomic(stage / "trainer.json", meta)
         self.engine.barrier()

@@ -61,7 +61,13 @@ def test_shards_train_like_the_folder(video_folder, shards, tmp_path):
     assert [r["loss"] for r in _records(tmp_path / "shards")] == [r["loss"] for r in _records(tmp_path / "folder")]
 
 
-def test_state_cache_trains_and_refuses_another_encoder(cache, tmp_path):
+def test_state_cache_trains_and_refuses_another_encoder(cache, tmp_path, monkeypatch):
+    import lam_fast.models.encoders as encoders
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("training from a state cache must not build the frozen encoder")
+
+    monkeypatch.setattr(encoders, "build_encoder", no_encoder)
     result = train(make_config(**SMALL, reg="sparse", data=str(cache), steps=3, out=str(tmp_path / "run")))
     assert result.step == 3 and result.checkpoint is not None
     assert all(r["data/skipped"] == 0 for r in _records(tmp_path / "run"))

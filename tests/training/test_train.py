@@ -13,7 +13,8 @@ from lam_fast.training import NonFiniteLossError, make_config, train
 from lam_fast.training import checkpoint as ckpt
 from lam_fast.training.safe_io import load_tree, save_tree
 
-SMALL = dict(engine="local", preset="tiny", image_size=32, patch_size=8, num_frames=4, fps=4.0, batch_size=2,
+# num_workers=0: several tests patch decoding in this process (DataLoader workers would not see it).
+SMALL = dict(engine="local", preset="tiny", image_size=32, patch_size=8, num_frames=4, fps=4.0, batch_size=2, num_workers=0,
              latent_dim=16, log_every=1)
 
 
