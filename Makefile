@@ -10,8 +10,11 @@ SAMPLES ?= data/samples
 DEMO_OUT ?= runs/demo
 DEMO_STEPS ?= 200
 PYTEST_ARGS ?=
+# Ratio noise on a shared 2-core CPU: repeated runs moved single ratios by up to ~40%, so only
+# regressions beyond 1.5x are flagged there; use a lower value on a quiet or GPU machine.
+PERF_TOLERANCE ?= 0.5
 
-.PHONY: install demo test test-slow cuda-check bench-decode clean
+.PHONY: install demo test test-slow cuda-check bench-decode perf clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -51,6 +54,14 @@ cuda-check:
 # sample clips; writes perf/results/decode.json (perf/baselines/decode_cpu.json: a committed run).
 bench-decode: install
 	$(PY) perf/bench_decode.py --json perf/results/decode.json
+
+# Kernel perf regression suite: the quick CPU case set (attention, AdaLN, VQ; every usable backend
+# against SDPA/FlexAttention/eager/cdist baselines of the same run), then its ratios against
+# perf/baselines/cpu.json (a committed run on a 2-core CPU; rewrite it with
+# `$(PY) perf/run.py --set quick --json perf/baselines/cpu.json`). Fails on a regressed ratio.
+perf: install
+	$(PY) perf/run.py --set quick
+	$(PY) perf/compare.py perf/results/quick-cpu.json perf/baselines/cpu.json --tolerance $(PERF_TOLERANCE)
 
 clean:
 	rm -rf build *.egg-info lam_fast/*.so runs $(STAMP)
