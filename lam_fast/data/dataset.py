@@ -11,6 +11,7 @@ in any process, with any number of workers.
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import csv
 import functools
 import gc
@@ -137,6 +138,25 @@ def _read_csv(path: Path) -> list[str]:
     return paths
 
 
+#: Threads probing files at start-up: probing is I/O and FFmpeg work that releases the GIL.
+_PROBE_THREADS = 8
+
+
+def _probe_all(paths: Sequence[str | TarMember]) -> list[VideoInfo | VideoDecodeError]:
+    """:func:`probe_video` of every path, in order, several at a time; a failure is returned."""
+
+    def probe(path: str | TarMember) -> VideoInfo | VideoDecodeError:
+        try:
+            return probe_video(path)
+        except VideoDecodeError as error:
+            return error
+
+    if len(paths) < 2:
+        return [probe(path) for path in paths]
+    with concurrent.futures.ThreadPoolExecutor(min(_PROBE_THREADS, len(paths))) as pool:
+        return list(pool.map(probe, paths))
+
+
 def _rng(*key: int) -> np.random.Generator:
     """A numpy generator seeded by the integer tuple ``key`` (same key, same stream)."""
     return np.random.default_rng(list(key))
@@ -212,11 +232,9 @@ class VideoClipDataset(Dataset):
         self._warned_read_failures: set[str] = set()
 
         paths = resolve_sources(source)
-        for path in paths:
-            try:
-                info = probe_video(path)
-            except VideoDecodeError as error:
-                reason = str(error)
+        for path, info in zip(paths, _probe_all(paths), strict=True):
+            if isinstance(info, VideoDecodeError):
+                reason = str(info)
             else:
                 reason = self.decoder.unsupported(info)
                 if reason is None and info.duration < self.clip_extent:

@@ -12,9 +12,11 @@ import torch
 
 from lam_fast.data import (
     ClipBatchSampler,
+    VideoDecodeError,
     VideoClipDataset,
     collate_clips,
     make_dataloader,
+    probe_video,
     resolve_sources,
 )
 
@@ -302,3 +304,15 @@ def test_dataloader_batches_do_not_depend_on_workers(videos):
         assert torch.equal(serial["video"], parallel["video"])
         assert serial["video"].shape == (3, 4, 3, 16, 16)
         assert serial["skipped"] == parallel["skipped"] == 0
+
+
+def test_parallel_probing_keeps_the_order_and_the_skip_reasons(videos):
+    from lam_fast.data.dataset import _probe_all
+
+    names = ["h264_24", "random", "vp9_24", "empty", "h264_30", "truncated"]
+    results = _probe_all([videos[name] for name in names])
+    for name, result in zip(names, results, strict=True):
+        if name in BROKEN:
+            assert isinstance(result, VideoDecodeError)
+        else:
+            assert result == probe_video(videos[name])
