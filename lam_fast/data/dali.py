@@ -31,9 +31,9 @@ silently padded black frame.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +41,14 @@ import numpy as np
 import torch
 
 from lam_fast.data.decoders import ClipDecoder, ClipRequest, DecoderUnavailable
-from lam_fast.data.video import VideoDecodeError, VideoInfo, frame_indices, read_video_bytes, video_name
+from lam_fast.data.video import (
+    VideoDecodeError,
+    VideoInfo,
+    check_clip_args,
+    frame_indices,
+    read_video_bytes,
+    video_name,
+)
 
 __all__ = ["CPU_CODECS", "GPU_CODECS", "DaliDecoder"]
 
@@ -97,6 +104,7 @@ class DaliDecoder(ClipDecoder):
             raise DecoderUnavailable(f"DALI decodes on cpu or cuda devices, not {device}")
         super().__init__(device)
         self.fallback = fallback
+        self._fell_back: set[str] = set()  # files already reported as decoded by the fallback
         self._import_dali()
         self.num_threads = min(4, os.cpu_count() or 1)
         # (image_size, max_batch_size) -> built pipeline; at most one per size. The frame count
@@ -262,7 +270,7 @@ class DaliDecoder(ClipDecoder):
                 raise ValueError(
                     "DaliDecoder.decode_batch needs one num_frames and image_size per batch, got "
                     f"{(num_frames, image_size)} and {(request.num_frames, request.image_size)}")
-            _check_request(request)
+            check_clip_args(request.start, request.num_frames, request.fps, request.image_size)
 
         results: list[torch.Tensor | VideoDecodeError | None] = [None] * len(requests)
         pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (position, encoded, frame indices)
@@ -304,6 +312,11 @@ class DaliDecoder(ClipDecoder):
             # CPU decoder; its clips are copied to this decoder's device.
             for position, result in enumerate(results):
                 if isinstance(result, VideoDecodeError):
+                    name = video_name(requests[position].info.ref)
+                    if name not in self._fell_back:  # not silent: say once per file which decoder ran
+                        self._fell_back.add(name)
+                        warnings.warn(f"DALI cannot decode {name!r}; decoding it with {self.fallback.name} "
+                                      f"instead ({result})", stacklevel=2)
                     try:
                         results[position] = self.fallback.decode(requests[position]).to(self.device)
                     except VideoDecodeError as error:
@@ -319,15 +332,3 @@ class DaliDecoder(ClipDecoder):
     def __repr__(self) -> str:
         fallback = f", fallback={self.fallback!r}" if self.fallback is not None else ""
         return f"DaliDecoder(device={str(self.device)!r}{fallback})"
-
-
-def _check_request(request: ClipRequest) -> None:
-    """The argument checks of :func:`~lam_fast.data.video.decode_clip`."""
-    if not math.isfinite(request.start) or request.start < 0:
-        raise ValueError(f"start must be a finite number of seconds >= 0, got {request.start}")
-    if not isinstance(request.num_frames, int) or request.num_frames < 1:
-        raise ValueError(f"num_frames must be an int >= 1, got {request.num_frames!r}")
-    if not math.isfinite(request.fps) or request.fps <= 0:
-        raise ValueError(f"fps must be a finite number > 0, got {request.fps}")
-    if not isinstance(request.image_size, int) or request.image_size < 1:
-        raise ValueError(f"image_size must be an int >= 1, got {request.image_size!r}")

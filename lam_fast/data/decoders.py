@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lam_fast.data.video import VideoDecodeError, VideoInfo, decode_clip, frame_indices
+from lam_fast.data.video import (
+    VideoDecodeError,
+    VideoInfo,
+    check_clip_args,
+    decode_clip,
+    frame_indices,
+    resized_size,
+)
 
 __all__ = [
     "DECODERS",
@@ -113,10 +120,7 @@ class PyAVDecoder(ClipDecoder):
 def _resize_crop_cv2(cv2, image: np.ndarray, size: int) -> np.ndarray:
     """Shorter side to ``size`` (area filter: antialiased when shrinking), then centre crop."""
     height, width = image.shape[:2]
-    if width <= height:
-        new_w, new_h = size, max(size, round(height * size / width))
-    else:
-        new_w, new_h = max(size, round(width * size / height)), size
+    new_w, new_h = resized_size(width, height, size)
     shrinking = new_w < width
     image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     top, left = (new_h - size) // 2, (new_w - size) // 2
@@ -154,6 +158,7 @@ class OpenCVDecoder(ClipDecoder):
 
     def decode(self, request: ClipRequest) -> torch.Tensor:
         cv2, info = self._cv2, request.info
+        check_clip_args(request.start, request.num_frames, request.fps, request.image_size)
         indices = frame_indices(info, request.start, request.num_frames, request.fps)
         capture = cv2.VideoCapture(info.path, cv2.CAP_FFMPEG)
         try:

@@ -389,6 +389,26 @@ def probe_video(path: str | os.PathLike[str] | TarMember) -> VideoInfo:
                          member=path if isinstance(path, TarMember) else None)
 
 
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``size`` (the longer side rounded, never
+    below ``size``): the geometry every decoder uses before its centre crop."""
+    if width <= height:
+        return size, max(size, round(height * size / width))
+    return max(size, round(width * size / height)), size
+
+
+def check_clip_args(start: float, num_frames: int, fps: float, image_size: int) -> None:
+    """The argument checks of :func:`decode_clip`, shared by every decoder (ValueError)."""
+    if not np.isfinite(start) or start < 0:
+        raise ValueError(f"start must be a finite number of seconds >= 0, got {start}")
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    if not np.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
+
+
 def _to_rgb_crop(frame: VideoFrame, size: int) -> np.ndarray:
     """Resize so the shorter side is ``size``, then centre crop: uint8 (size, size, 3) RGB.
 
@@ -398,11 +418,7 @@ def _to_rgb_crop(frame: VideoFrame, size: int) -> np.ndarray:
     full-size frame to RGB and resizing with torch. (swscale's "area" filter aliases at
     non-integer factors; its "fast bilinear" does not antialias.)
     """
-    width, height = frame.width, frame.height
-    if width <= height:
-        new_w, new_h = size, max(size, round(height * size / width))
-    else:
-        new_w, new_h = max(size, round(width * size / height)), size
+    new_w, new_h = resized_size(frame.width, frame.height, size)
     resized = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="BILINEAR")
     rgb = resized.to_ndarray()
     top, left = (new_h - size) // 2, (new_w - size) // 2
@@ -504,14 +520,7 @@ def decode_clip(
         VideoDecodeError: the file cannot be opened, or fewer than T frames can be produced (the
             clip runs past the end of the decodable stream, or the data is corrupt mid-stream).
     """
-    if not np.isfinite(start) or start < 0:
-        raise ValueError(f"start must be a finite number of seconds >= 0, got {start}")
-    if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
-    if not np.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps must be a finite number > 0, got {fps}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
+    check_clip_args(start, num_frames, fps, image_size)
     first, step = Fraction(start), 1 / Fraction(fps)
     targets = [first + k * step for k in range(num_frames)]
     container, stream = _open(path)

@@ -350,7 +350,8 @@ def test_fallback_decodes_what_dali_cannot(videos, infos, read_frame_ids, tmp_pa
         bad.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(500))  # an EBML magic, then nothing
         requests = [_request(h264, 0.3, 4, 8.0), _request(infos["24"], 0.3, 4, 8.0),
                     _request(replace(infos["24"], path=str(bad)), 0.0, 4, 8.0)]
-        results = decoder.decode_batch(requests)
+        with pytest.warns(UserWarning, match="decoding it with pyav"):
+            results = decoder.decode_batch(requests)
         assert read_frame_ids(results[0]) == read_frame_ids(_pyav(requests[0]))  # via PyAV
         assert read_frame_ids(results[1]) == read_frame_ids(_pyav(requests[1]))  # via DALI
         assert isinstance(results[2], VideoDecodeError) and "pyav also failed" in str(results[2])
