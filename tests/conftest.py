@@ -1,6 +1,13 @@
 import os
 
-from hypothesis import HealthCheck, settings
+import torch
+
+# No GPU: run the Triton kernels through Triton's CPU interpreter. Triton reads this when a kernel
+# is decorated, so it is set before any test imports a Triton backend.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Derandomised so CI is reproducible; a failure prints the blob to replay it.
 settings.register_profile(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lam_fast.ops._dispatch import define_op
+from lam_fast.ops._triton import TRITON_DEVICES
 
 MODULATE = define_op("adaln_modulate", auto_order={"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")})
 GATED = define_op("gated_residual", auto_order={"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")})
@@ -38,8 +39,39 @@ def _load_gated_cpp():
     return gated_residual_cpp
 
 
+def _load_modulate_cuda():
+    from lam_fast.ops.adaln.cpp import adaln_modulate_cpp, require_cuda_kernels
+
+    require_cuda_kernels()
+    return adaln_modulate_cpp
+
+
+def _load_gated_cuda():
+    from lam_fast.ops.adaln.cpp import gated_residual_cpp, require_cuda_kernels
+
+    require_cuda_kernels()
+    return gated_residual_cpp
+
+
+def _load_modulate_triton():
+    from lam_fast.ops.adaln.triton import adaln_modulate_triton
+
+    return adaln_modulate_triton
+
+
+def _load_gated_triton():
+    from lam_fast.ops.adaln.triton import gated_residual_triton
+
+    return gated_residual_triton
+
+
 MODULATE.register("cpp", ("cpu",), _load_modulate_cpp)
 GATED.register("cpp", ("cpu",), _load_gated_cpp)
+# csrc/cuda/adaln.cu: the same torch.ops.lam_fast ops, dispatched on CUDA tensors
+MODULATE.register("cuda", ("cuda",), _load_modulate_cuda)
+GATED.register("cuda", ("cuda",), _load_gated_cuda)
+MODULATE.register("triton", TRITON_DEVICES, _load_modulate_triton)
+GATED.register("triton", TRITON_DEVICES, _load_gated_triton)
 
 
 def _check_frames(name: str, x: torch.Tensor, frame_tokens: int, per_frame: dict[str, torch.Tensor]) -> None:

@@ -81,3 +81,13 @@ def adaln_modulate_cpp(x, shift, scale, *, frame_tokens: int, eps: float):
 def gated_residual_cpp(x, y, gate, *, frame_tokens: int):
     """Same contract as ``gated_residual_reference``; x, y: (B, T*N, C), gate: (B, T, C)."""
     return _OPS.gated_residual_fwd(x, y, gate, frame_tokens)
+
+
+def require_cuda_kernels() -> None:
+    """Raise RuntimeError unless lam_fast._C was built with its CUDA kernels (csrc/cuda/adaln.cu)."""
+    for name in ("adaln_modulate_fwd", "adaln_modulate_bwd", "gated_residual_fwd", "gated_residual_bwd"):
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"lam_fast::{name}", "CUDA"):
+            raise RuntimeError(
+                "lam_fast._C was built without CUDA kernels (build with CUDA_HOME set and a CUDA torch, "
+                "or LAM_FAST_BUILD_CUDA=1)"
+            )

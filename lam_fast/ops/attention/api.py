@@ -7,6 +7,7 @@ import math
 import torch
 
 from lam_fast.ops._dispatch import define_op
+from lam_fast.ops._triton import TRITON_DEVICES
 from lam_fast.ops.attention.cache import KVCache
 from lam_fast.ops.attention.rope import Rope3D
 
@@ -28,8 +29,22 @@ def _load_sdpa():
     return attention_sdpa
 
 
+def _load_cpp():
+    from lam_fast.ops.attention.cpp import attention_cpp
+
+    return attention_cpp
+
+
+def _load_triton():
+    from lam_fast.ops.attention.triton import attention_triton
+
+    return attention_triton
+
+
 OP.register("reference", ("cpu", "cuda"), _load_reference)
 OP.register("sdpa", ("cpu", "cuda"), _load_sdpa)
+OP.register("cpp", ("cpu",), _load_cpp)
+OP.register("triton", TRITON_DEVICES, _load_triton)
 
 
 def frame_causal_attention(

@@ -19,3 +19,12 @@ def _vq_nearest_fake(x, codebook):
 def nearest_code_cpp(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Same contract as ``nearest_code_reference``: int64 (M,) nearest code, ties to the lowest index."""
     return torch.ops.lam_fast.vq_nearest(x.detach(), codebook.detach())
+
+
+def require_cuda_kernels() -> None:
+    """Raise RuntimeError unless lam_fast._C was built with its CUDA kernel (csrc/cuda/vq_nearest.cu)."""
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("lam_fast::vq_nearest", "CUDA"):
+        raise RuntimeError(
+            "lam_fast._C was built without CUDA kernels (build with CUDA_HOME set and a CUDA torch, "
+            "or LAM_FAST_BUILD_CUDA=1)"
+        )
