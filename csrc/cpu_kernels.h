@@ -90,6 +90,14 @@ struct KernelTable {
   // below rows_valid whose group minimum is <= thr[row].
   void (*vq_scan)(const VqScanArgs&, const float* xs, int64_t rows_padded, int64_t rows_valid, const float* thr,
                   void* ctx, VqUpdateFn update);
+  // Attention row passes over fp32 score tiles (rows x cols, row stride ld), see attention.cpp.
+  // Online softmax step: updates the running row max m and sum l, writes exp(s - m) and each row's
+  // rescaling factor alpha for the output accumulator.
+  void (*attn_softmax_online)(float* s, int64_t rows, int64_t cols, int64_t ld, float* m, float* l, float* alpha);
+  // s <- exp(s - sub[row]).
+  void (*attn_exp_sub)(float* s, int64_t rows, int64_t cols, int64_t ld, const float* sub);
+  // dp <- p * (dp - delta[row]).
+  void (*attn_softmax_grad)(float* dp, const float* p, int64_t rows, int64_t cols, int64_t ld, const float* delta);
 };
 
 namespace base {

@@ -521,6 +521,100 @@ void vq_scan_impl(const VqScanArgs& a, const float* xs, int64_t rows_padded, int
   }
 }
 
+// ---- attention row passes (fp32 score tiles; the GEMMs around them are in attention.cpp) ------
+//
+// exp is a Cephes-style range reduction (x = n ln2 + r, |r| <= ln2/2, ln2 split in two parts) with a
+// degree-6 polynomial for e^r: about 1 ulp on the range used here. Inputs are clamped to
+// [-87.3, 88.7]: below that the result would be denormal or zero anyway (e^-87.3 ~ 1e-38, which is
+// negligible against the row sums >= 1 these passes feed), and -inf never reaches them.
+
+LAM_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+
+LAM_INLINE vf vexp(vf x) {
+  const vf hi = vf{} + 88.7f, lo = vf{} - 87.3f;
+  x = vmin(vmax(x, lo), hi);
+  const vf magic = vf{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
+  const vf t = x * 1.44269504088896341f + magic;
+  const vf n = t - magic;
+  const vi32 ni = (vi32)(bitcast_u(t) - bitcast_u(magic));
+  vf r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  vf y = vf{} + 1.9875691500E-4f;
+  y = y * r + 1.3981999507E-3f;
+  y = y * r + 8.3334519073E-3f;
+  y = y * r + 4.1665795894E-2f;
+  y = y * r + 1.6666665459E-1f;
+  y = y * r + 5.0000001201E-1f;
+  y = y * (r * r) + r + 1.0f;
+  const vf pow2n = bitcast_f((vu32)((ni + 127) << 23));
+  return y * pow2n;
+}
+
+LAM_INLINE float sexp(float x) {
+  vf v = vf{} + x;
+  return vexp(v)[0];
+}
+
+LAM_INLINE float hmax(vf v) {
+  float m = v[0];
+  for (int i = 1; i < W; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+// Online softmax step over one block of scores s (rows x cols, row stride ld): per row,
+// m' = max(m, max_j s_j), s_j <- exp(s_j - m'), alpha = exp(m - m') (0 when m = -inf),
+// l <- alpha l + sum_j s_j, m <- m'.
+void attn_softmax_online(float* s, int64_t rows, int64_t cols, int64_t ld, float* m, float* l, float* alpha) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    int64_t j = 0;
+    vf vm = vf{} - __builtin_inff();
+    for (; j + W <= cols; j += W) vm = vmax(vm, loadu(row + j));
+    float mx = hmax(vm);
+    for (; j < cols; ++j) mx = row[j] > mx ? row[j] : mx;
+    const float m_new = m[r] > mx ? m[r] : mx;
+    const vf vsub = vf{} + m_new;
+    vf acc = vf{};
+    for (j = 0; j + W <= cols; j += W) {
+      const vf e = vexp(loadu(row + j) - vsub);
+      storeu(row + j, e);
+      acc += e;
+    }
+    float sum = hsum(acc);
+    for (; j < cols; ++j) {
+      row[j] = sexp(row[j] - m_new);
+      sum += row[j];
+    }
+    const float a = m[r] == -__builtin_inff() ? 0.0f : sexp(m[r] - m_new);
+    alpha[r] = a;
+    l[r] = l[r] * a + sum;
+    m[r] = m_new;
+  }
+}
+
+// s_j <- exp(s_j - sub[r]) for each row r (probabilities from scores and the row log-sum-exp).
+void attn_exp_sub(float* s, int64_t rows, int64_t cols, int64_t ld, const float* sub) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    const vf vsub = vf{} + sub[r];
+    int64_t j = 0;
+    for (; j + W <= cols; j += W) storeu(row + j, vexp(loadu(row + j) - vsub));
+    for (; j < cols; ++j) row[j] = sexp(row[j] - sub[r]);
+  }
+}
+
+// dp_j <- p_j (dp_j - delta[r]): the softmax backward, dS = P o (dP - rowsum(dO o O)).
+void attn_softmax_grad(float* dp, const float* p, int64_t rows, int64_t cols, int64_t ld, const float* delta) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* drow = dp + r * ld;
+    const float* prow = p + r * ld;
+    const vf vd_ = vf{} + delta[r];
+    int64_t j = 0;
+    for (; j + W <= cols; j += W) storeu(drow + j, loadu(prow + j) * (loadu(drow + j) - vd_));
+    for (; j < cols; ++j) drow[j] = prow[j] * (drow[j] - delta[r]);
+  }
+}
+
 // ---- exported entry points (dtype dispatch) -----------------------------------------------------
 
 void adaln_fwd(const AdalnFwdArgs& a, int64_t b, int64_t e) {
@@ -544,7 +638,8 @@ void reduce_partials(DType dt, const double* part, int64_t chunks, int64_t C, vo
 }  // namespace
 
 extern const KernelTable table = {
-    LAM_ARCH_NAME, MR, adaln_fwd, adaln_bwd, gated_fwd, gated_bwd, reduce_partials, vq_scan_impl,
+    LAM_ARCH_NAME, MR,           adaln_fwd,      adaln_bwd,    gated_fwd,         gated_bwd, reduce_partials,
+    vq_scan_impl,  attn_softmax_online, attn_exp_sub, attn_softmax_grad,
 };
 
 }  // namespace LAM_ARCH

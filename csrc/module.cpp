@@ -5,6 +5,7 @@
 
 #include <torch/library.h>
 
+#include "attention.h"
 #include "cpu_kernels.h"
 
 TORCH_LIBRARY(lam_fast, m) {
@@ -20,6 +21,13 @@ TORCH_LIBRARY(lam_fast, m) {
         " -> (Tensor grad_y, Tensor grad_gate)",
         tags);
   m.def("vq_nearest(Tensor x, Tensor codebook) -> Tensor", tags);
+  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, int frame_tokens, int q_frame_offset,"
+        " float scale) -> (Tensor out, Tensor lse)",
+        tags);
+  m.def("attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? cos,"
+        " Tensor? sin, int frame_tokens, int q_frame_offset, float scale) -> (Tensor grad_q, Tensor grad_k,"
+        " Tensor grad_v)",
+        tags);
 }
 
 namespace {
@@ -52,10 +60,24 @@ PyObject* set_cpu_capability(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
+PyObject* attention_gemm(PyObject*, PyObject*) { return PyUnicode_FromString(lam_fast::attention_gemm()); }
+
+PyObject* set_attention_gemm(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  if (!lam_fast::set_attention_gemm(name)) {
+    PyErr_Format(PyExc_ValueError, "attention GEMM %s is unknown or not available here (blas, portable)", name);
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS, "SIMD kernel set the CPU ops use (avx512, avx2 or base)."},
     {"cpu_capabilities", cpu_capabilities, METH_NOARGS, "SIMD kernel sets this CPU can run, best first."},
     {"set_cpu_capability", set_cpu_capability, METH_O, "Use the named SIMD kernel set (for tests and benchmarks)."},
+    {"attention_gemm", attention_gemm, METH_NOARGS, "Tile GEMM of the CPU attention: blas (MKL sgemm) or portable."},
+    {"set_attention_gemm", set_attention_gemm, METH_O, "Use the named attention tile GEMM (for tests and benchmarks)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -1,0 +1,366 @@
+// CPU frame-causal attention with 3D RoPE: lam_fast::attention_fwd / attention_bwd.
+//
+// q: (B, H, Lq, D) holds frames q_frame_offset, q_frame_offset + 1, ... of N = frame_tokens tokens;
+// k, v: (B, H, Lk, D) hold frames 0, 1, ...; query i (frame f = q_frame_offset + i / N) attends to
+// keys j < min((f + 1) N, Lk). cos, sin: (rows >= max(Lk, q_frame_offset N + Lq), D/2) RoPE tables
+// indexed by absolute token position (Rope3D.cos_sin), or both undefined for no rotation.
+//
+// Tiling follows the frame structure, so no score is ever masked:
+//  - a query tile is at most kTileQ rows of ONE frame, so every key it may see, [0, (f+1) N), is
+//    visible to all its rows: fully masked key blocks are never visited and visible blocks carry
+//    no per-element mask;
+//  - forward: one task per (b, h, query tile), an online softmax over key blocks of kTileK keys
+//    (score tile kTileQ x kTileK fp32, thread-local), writing out and the row log-sum-exp;
+//  - backward: one task per (b, h) (no atomics, fixed summation order: results do not depend on the
+//    thread count), recomputing P from the saved log-sum-exp, FlashAttention-2 style.
+// RoPE is applied while packing q / k into fp32 tiles (the packing a GEMM does anyway) and its
+// inverse is applied to dq / dk on the way out. Tile GEMMs use the BLAS sgemm that libtorch_cpu
+// exports (MKL in the x86 wheels) when it is present, else a portable loop.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "attention.h"
+#include "cpu_common.h"
+
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
+
+namespace lam_fast {
+
+namespace {
+bool use_blas = true;
+}
+
+bool attention_blas_available() { return sgemm_ != nullptr; }
+
+const char* attention_gemm() { return use_blas && attention_blas_available() ? "blas" : "portable"; }
+
+bool set_attention_gemm(const char* name) {
+  const std::string n(name);
+  if (n == "blas" && attention_blas_available()) {
+    use_blas = true;
+    return true;
+  }
+  if (n == "portable") {
+    use_blas = false;
+    return true;
+  }
+  return false;
+}
+
+namespace {
+
+using at::Tensor;
+
+constexpr int64_t kTileQ = 128;
+constexpr int64_t kTileK = 512;
+
+// Row-major C (M x N, ldc) = alpha op(A) op(B) + beta C, op(A): M x K, op(B): K x N.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (use_blas && sgemm_ != nullptr) {
+    // Column-major BLAS sees each row-major matrix transposed: C^T = op(B)^T op(A)^T.
+    const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+    const int m = int(N), n = int(M), k = int(K), la = int(ldb), lb = int(lda), lc = int(ldc);
+    sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+    return;
+  }
+  std::vector<float> row(N);
+  for (int64_t i = 0; i < M; ++i) {
+    std::fill(row.begin(), row.end(), 0.0f);
+    for (int64_t p = 0; p < K; ++p) {
+      const float a = trans_a ? A[p * lda + i] : A[i * lda + p];
+      if (trans_b) {
+        for (int64_t j = 0; j < N; ++j) row[j] += a * B[j * ldb + p];
+      } else {
+        const float* b = B + p * ldb;
+        for (int64_t j = 0; j < N; ++j) row[j] += a * b[j];
+      }
+    }
+    float* c = C + i * ldc;
+    for (int64_t j = 0; j < N; ++j) c[j] = alpha * row[j] + (beta == 0.0f ? 0.0f : beta * c[j]);
+  }
+}
+
+// (B, H, L, D) tensor of any strides, one (b, h) slice at a time.
+template <typename T>
+struct Slice {
+  const T* base;
+  int64_t sb, sh, sl, sd;
+  const T* at(int64_t b, int64_t h, int64_t l) const { return base + b * sb + h * sh + l * sl; }
+};
+
+template <typename T>
+Slice<T> slice_of(const Tensor& t) {
+  return {t.const_data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+struct Rope {
+  const float* cos = nullptr;  // (rows, D/2) contiguous
+  const float* sin = nullptr;
+  int64_t half = 0;
+  bool on() const { return cos != nullptr; }
+};
+
+// dst[r, :] = rotate(src row (b, h, l0 + r)) * mult, rows [0, n), fp32, row stride D. pos0: the
+// absolute token position of row l0 (indexes the rope tables).
+template <typename T>
+void pack_rows(const Slice<T>& src, int64_t b, int64_t h, int64_t l0, int64_t n, int64_t D, const Rope& rope,
+               int64_t pos0, float mult, float* dst) {
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = src.at(b, h, l0 + r);
+    float* o = dst + r * D;
+    if (!rope.on()) {
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<float>(x[d * src.sd]) * mult;
+      continue;
+    }
+    const float* c = rope.cos + (pos0 + r) * rope.half;
+    const float* s = rope.sin + (pos0 + r) * rope.half;
+    for (int64_t j = 0; j < rope.half; ++j) {
+      const float x1 = static_cast<float>(x[j * src.sd]), x2 = static_cast<float>(x[(j + rope.half) * src.sd]);
+      o[j] = (x1 * c[j] - x2 * s[j]) * mult;
+      o[j + rope.half] = (x2 * c[j] + x1 * s[j]) * mult;
+    }
+  }
+}
+
+// out row (b, h, l0 + r) = inverse-rotate(src[r, :]) (the gradient w.r.t. the un-rotated input).
+template <typename T>
+void unpack_grad_rows(const float* src, int64_t n, int64_t D, const Rope& rope, int64_t pos0, T* out) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float* g = src + r * D;
+    T* o = out + r * D;
+    if (!rope.on()) {
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(g[d]);
+      continue;
+    }
+    const float* c = rope.cos + (pos0 + r) * rope.half;
+    const float* s = rope.sin + (pos0 + r) * rope.half;
+    for (int64_t j = 0; j < rope.half; ++j) {
+      const float g1 = g[j], g2 = g[j + rope.half];
+      o[j] = static_cast<T>(g1 * c[j] + g2 * s[j]);
+      o[j + rope.half] = static_cast<T>(g2 * c[j] - g1 * s[j]);
+    }
+  }
+}
+
+struct Geometry {
+  int64_t B, H, Lq, Lk, D, N, offset;
+  // One past the last key query row i may see.
+  int64_t key_end(int64_t i) const { return std::min((offset + i / N + 1) * N, Lk); }
+};
+
+Geometry check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                      const c10::optional<Tensor>& cos, const c10::optional<Tensor>& sin, int64_t frame_tokens,
+                      int64_t q_frame_offset, Rope* rope) {
+  check_cpu(q, op, "q");
+  check_cpu(k, op, "k");
+  check_cpu(v, op, "v");
+  kernel_dtype(q, op, "q");
+  check_same_dtype(k, q, op, "k");
+  check_same_dtype(v, q, op, "v");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": q, k, v must be (B, H, L, D), got ", q.sizes(),
+              ", ", k.sizes(), ", ", v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes(), op, ": k and v must have one shape, got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3), op,
+              ": q ", q.sizes(), " and k ", k.sizes(), " differ in B, H or D");
+  TORCH_CHECK(frame_tokens >= 1 && q.size(2) % frame_tokens == 0 && k.size(2) % frame_tokens == 0, op,
+              ": frame_tokens=", frame_tokens, " must divide Lq=", q.size(2), " and Lk=", k.size(2));
+  TORCH_CHECK(q_frame_offset >= 0, op, ": q_frame_offset must be >= 0, got ", q_frame_offset);
+  const Geometry g{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), frame_tokens, q_frame_offset};
+  TORCH_CHECK(cos.has_value() == sin.has_value(), op, ": pass both cos and sin, or neither");
+  if (cos.has_value()) {
+    const int64_t rows = std::max(g.Lk, q_frame_offset * frame_tokens + g.Lq);
+    for (const Tensor* t : {&*cos, &*sin}) {
+      check_cpu(*t, op, "cos/sin");
+      TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->dim() == 2 && t->size(0) >= rows &&
+                      t->size(1) * 2 == g.D,
+                  op, ": cos/sin must be contiguous float32 (>= ", rows, ", ", g.D / 2, "), got ", t->sizes(), " ",
+                  t->scalar_type());
+    }
+    rope->cos = cos->const_data_ptr<float>();
+    rope->sin = sin->const_data_ptr<float>();
+    rope->half = g.D / 2;
+  }
+  return g;
+}
+
+template <typename T>
+void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope& rope, const Geometry& g, float scale,
+                  Tensor& out, Tensor& lse) {
+  const Slice<T> qs = slice_of<T>(q), ks = slice_of<T>(k), vs = slice_of<T>(v);
+  const int64_t D = g.D, BH = g.B * g.H;
+  // Rotated keys and fp32 values, once per (b, h): O(L D), the packing every GEMM does.
+  Tensor kpack = at::empty({BH, g.Lk, D}, q.options().dtype(at::kFloat));
+  Tensor vpack = at::empty({BH, g.Lk, D}, q.options().dtype(at::kFloat));
+  float* kp = kpack.mutable_data_ptr<float>();
+  float* vp = vpack.mutable_data_ptr<float>();
+  const Rope none;
+  const int64_t row_blocks = (g.Lk + kTileK - 1) / kTileK;
+  at::parallel_for(0, BH * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bh = t / row_blocks, l0 = (t % row_blocks) * kTileK, n = std::min(kTileK, g.Lk - l0);
+      pack_rows(ks, bh / g.H, bh % g.H, l0, n, D, rope, l0, 1.0f, kp + (bh * g.Lk + l0) * D);
+      pack_rows(vs, bh / g.H, bh % g.H, l0, n, D, none, l0, 1.0f, vp + (bh * g.Lk + l0) * D);
+    }
+  });
+
+  const int64_t tiles_per_frame = (g.N + kTileQ - 1) / kTileQ;
+  const int64_t frames = g.Lq / g.N;
+  const cpu::KernelTable& kt = cpu::kernels();
+  T* o = out.mutable_data_ptr<T>();
+  float* lse_p = lse.mutable_data_ptr<float>();
+  at::parallel_for(0, BH * frames * tiles_per_frame, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> qt(kTileQ * D), acc(kTileQ * D), s(kTileQ * kTileK), m(kTileQ), l(kTileQ), alpha(kTileQ);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bh = t / (frames * tiles_per_frame), rest = t % (frames * tiles_per_frame);
+      const int64_t i0 = (rest / tiles_per_frame) * g.N + (rest % tiles_per_frame) * kTileQ;
+      const int64_t rows = std::min(kTileQ, (rest / tiles_per_frame + 1) * g.N - i0);
+      const int64_t kend = g.key_end(i0);
+      // scale folded into q: scores come out of the GEMM ready for the softmax
+      pack_rows(qs, bh / g.H, bh % g.H, i0, rows, D, rope, g.offset * g.N + i0, scale, qt.data());
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+      std::fill(l.begin(), l.end(), 0.0f);
+      const float* kb = kp + bh * g.Lk * D;
+      const float* vb = vp + bh * g.Lk * D;
+      for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
+        const int64_t cols = std::min(kTileK, kend - j0);
+        gemm(false, true, rows, cols, D, 1.0f, qt.data(), D, kb + j0 * D, D, 0.0f, s.data(), kTileK);
+        kt.attn_softmax_online(s.data(), rows, cols, kTileK, m.data(), l.data(), alpha.data());
+        if (j0 > 0) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t d = 0; d < D; ++d) acc[r * D + d] *= alpha[r];
+        }
+        gemm(false, false, rows, D, cols, 1.0f, s.data(), kTileK, vb + j0 * D, D, 1.0f, acc.data(), D);
+      }
+      T* orow = o + (bh * g.Lq + i0) * D;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float inv = 1.0f / l[r];
+        for (int64_t d = 0; d < D; ++d) orow[r * D + d] = static_cast<T>(acc[r * D + d] * inv);
+        lse_p[bh * g.Lq + i0 + r] = m[r] + std::log(l[r]);
+      }
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor> attention_fwd_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
+                                             const c10::optional<Tensor>& cos, const c10::optional<Tensor>& sin,
+                                             int64_t frame_tokens, int64_t q_frame_offset, double scale) {
+  constexpr const char* op = "lam_fast::attention_fwd";
+  Rope rope;
+  const Geometry g = check_inputs(op, q, k, v, cos, sin, frame_tokens, q_frame_offset, &rope);
+  TORCH_CHECK(std::isfinite(scale), op, ": scale must be finite, got ", scale);
+  Tensor out = at::empty({g.B, g.H, g.Lq, g.D}, q.options());
+  Tensor lse = at::empty({g.B, g.H, g.Lq}, q.options().dtype(at::kFloat));
+  if (out.numel() == 0) {
+    lse.fill_(-std::numeric_limits<float>::infinity());
+    return {out, lse};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_fwd_cpu", [&] {
+    forward_impl<scalar_t>(q, k, v, rope, g, static_cast<float>(scale), out, lse);
+  });
+  return {out, lse};
+}
+
+template <typename T>
+void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                   const Tensor& lse_, const Rope& rope, const Geometry& g, float scale, Tensor& dq, Tensor& dk,
+                   Tensor& dv) {
+  const Slice<T> qs = slice_of<T>(q), ks = slice_of<T>(k), vs = slice_of<T>(v), gs = slice_of<T>(grad_out),
+                 os = slice_of<T>(out);
+  const Tensor lse = lse_.contiguous();
+  const float* lse_p = lse.const_data_ptr<float>();
+  const int64_t D = g.D, Lq = g.Lq, Lk = g.Lk, N = g.N;
+  const cpu::KernelTable& kt = cpu::kernels();
+  const Rope none;
+  T* dq_p = dq.mutable_data_ptr<T>();
+  T* dk_p = dk.mutable_data_ptr<T>();
+  T* dv_p = dv.mutable_data_ptr<T>();
+  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> qr(Lq * D), go(Lq * D), kr(Lk * D), vr(Lk * D), delta(Lq);
+    std::vector<float> dqr(Lq * D), dkr(Lk * D), dvr(Lk * D), p(kTileQ * kTileK), dp(kTileQ * kTileK);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / g.H, h = bh % g.H;
+      pack_rows(qs, b, h, 0, Lq, D, rope, g.offset * N, 1.0f, qr.data());
+      pack_rows(ks, b, h, 0, Lk, D, rope, 0, 1.0f, kr.data());
+      pack_rows(vs, b, h, 0, Lk, D, none, 0, 1.0f, vr.data());
+      pack_rows(gs, b, h, 0, Lq, D, none, 0, 1.0f, go.data());
+      for (int64_t i = 0; i < Lq; ++i) {  // delta_i = dO_i . O_i
+        const T* orow = os.at(b, h, i);
+        float sum = 0.0f;
+        for (int64_t d = 0; d < D; ++d) sum += go[i * D + d] * static_cast<float>(orow[d * os.sd]);
+        delta[i] = sum;
+      }
+      std::fill(dqr.begin(), dqr.end(), 0.0f);
+      std::fill(dkr.begin(), dkr.end(), 0.0f);
+      std::fill(dvr.begin(), dvr.end(), 0.0f);
+      const float* lse_bh = lse_p + bh * Lq;
+      for (int64_t i0 = 0; i0 < Lq;) {
+        const int64_t rows = std::min({kTileQ, Lq - i0, (i0 / N + 1) * N - i0});  // one frame per tile
+        const int64_t kend = g.key_end(i0);
+        const float* qi = qr.data() + i0 * D;
+        const float* gi = go.data() + i0 * D;
+        for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
+          const int64_t cols = std::min(kTileK, kend - j0);
+          const float* kj = kr.data() + j0 * D;
+          const float* vj = vr.data() + j0 * D;
+          gemm(false, true, rows, cols, D, scale, qi, D, kj, D, 0.0f, p.data(), kTileK);  // S
+          kt.attn_exp_sub(p.data(), rows, cols, kTileK, lse_bh + i0);                      // P
+          gemm(true, false, cols, D, rows, 1.0f, p.data(), kTileK, gi, D, 1.0f, dvr.data() + j0 * D, D);
+          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), kTileK);  // dP
+          kt.attn_softmax_grad(dp.data(), p.data(), rows, cols, kTileK, delta.data() + i0);  // dS
+          gemm(false, false, rows, D, cols, scale, dp.data(), kTileK, kj, D, 1.0f, dqr.data() + i0 * D, D);
+          gemm(true, false, cols, D, rows, scale, dp.data(), kTileK, qi, D, 1.0f, dkr.data() + j0 * D, D);
+        }
+        i0 += rows;
+      }
+      unpack_grad_rows(dqr.data(), Lq, D, rope, g.offset * N, dq_p + bh * Lq * D);
+      unpack_grad_rows(dkr.data(), Lk, D, rope, 0, dk_p + bh * Lk * D);
+      unpack_grad_rows(dvr.data(), Lk, D, none, 0, dv_p + bh * Lk * D);
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> attention_bwd_cpu(const Tensor& grad_out, const Tensor& q, const Tensor& k,
+                                                     const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                     const c10::optional<Tensor>& cos,
+                                                     const c10::optional<Tensor>& sin, int64_t frame_tokens,
+                                                     int64_t q_frame_offset, double scale) {
+  constexpr const char* op = "lam_fast::attention_bwd";
+  Rope rope;
+  const Geometry g = check_inputs(op, q, k, v, cos, sin, frame_tokens, q_frame_offset, &rope);
+  TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(), op, ": grad_out and out must have q's shape ",
+              q.sizes(), ", got ", grad_out.sizes(), " and ", out.sizes());
+  check_same_dtype(grad_out, q, op, "grad_out");
+  check_same_dtype(out, q, op, "out");
+  TORCH_CHECK(lse.scalar_type() == at::kFloat && lse.dim() == 3 && lse.size(0) == g.B && lse.size(1) == g.H &&
+                  lse.size(2) == g.Lq,
+              op, ": lse must be float32 (B, H, Lq), got ", lse.sizes(), " ", lse.scalar_type());
+  Tensor dq = at::empty({g.B, g.H, g.Lq, g.D}, q.options());
+  Tensor dk = at::empty({g.B, g.H, g.Lk, g.D}, q.options());
+  Tensor dv = at::empty({g.B, g.H, g.Lk, g.D}, q.options());
+  if (dq.numel() == 0 && dk.numel() == 0) return {dq, dk, dv};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_bwd_cpu", [&] {
+    backward_impl<scalar_t>(grad_out, q, k, v, out, lse, rope, g, static_cast<float>(scale), dq, dk, dv);
+  });
+  return {dq, dk, dv};
+}
+
+}  // namespace
+}  // namespace lam_fast
+
+TORCH_LIBRARY_IMPL(lam_fast, CPU, m) {
+  m.impl("attention_fwd", &lam_fast::attention_fwd_cpu);
+  m.impl("attention_bwd", &lam_fast::attention_bwd_cpu);
+}

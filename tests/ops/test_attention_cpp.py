@@ -1,0 +1,158 @@
+"""The C++ backend of frame-causal attention (csrc/attention.cpp) against the reference."""
+
+import importlib.util
+
+import pytest
+import torch
+from cpp_support import attention_gemm, simd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tolerance import assert_close_to_oracle
+
+if importlib.util.find_spec("lam_fast._C") is None:
+    pytest.skip("lam_fast._C is not built: run `pip install -e . --no-build-isolation`", allow_module_level=True)
+
+import lam_fast._C as _C  # noqa: E402  (a built but broken extension must fail, not skip)
+from lam_fast.ops import KVCache, Rope3D, frame_causal_attention  # noqa: E402
+from lam_fast.ops._dispatch import CALLS  # noqa: E402
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+GEMMS = ["blas", "portable"] if _C.attention_gemm() == "blas" else ["portable"]
+
+
+def _inputs(seed, b, h, lq, lk, d, *, layout):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for length in (lq, lk, lk):
+        if layout == "bhld":
+            x = torch.randn(b, h, length, d, generator=g, dtype=torch.float64)
+        elif layout == "blhd":  # fused qkv projection layout, viewed as (B, H, L, D)
+            x = torch.randn(b, length, h, d, generator=g, dtype=torch.float64).transpose(1, 2)
+        else:  # every other element of a wider last dim: stride(-1) = 2
+            x = torch.randn(b, h, length, 2 * d, generator=g, dtype=torch.float64)[..., ::2]
+        out.append(x)
+    return out
+
+
+def _run(backend, dtype, q64, k64, v64, grad, *, n, rope, offset):
+    """Output and (dq, dk, dv) of one backend; a KV cache prefilled with `offset` frames of k/v."""
+    xs = [x.detach().to(dtype).requires_grad_(True) for x in (q64, k64, v64)]
+    q, k, v = xs
+    if offset:
+        cache = KVCache()
+        cache.append(k[:, :, : offset * n], v[:, :, : offset * n], n)
+        out = frame_causal_attention(q, k[:, :, offset * n :], v[:, :, offset * n :], frame_tokens=n, rope=rope,
+                                     kv_cache=cache, backend=backend)
+    else:
+        out = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend=backend)
+    out.backward(grad.to(dtype))
+    return [out.detach()] + [x.grad for x in xs]
+
+
+@settings(max_examples=40)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 2),
+    h=st.integers(1, 3),
+    t=st.integers(1, 4),
+    offset=st.sampled_from([0, 0, 1, 2]),
+    # frames straddling the 128-row query tiles and 512-key blocks, odd primes
+    n=st.sampled_from([1, 3, 7, 17, 131]),
+    d=st.sampled_from([6, 8, 12, 32, 64]),
+    dtype=st.sampled_from(DTYPES),
+    use_rope=st.booleans(),
+    layout=st.sampled_from(["bhld", "blhd", "strided"]),
+    capability=st.sampled_from(_C.cpu_capabilities()),
+    gemm_name=st.sampled_from(GEMMS),
+)
+def test_matches_reference(seed, b, h, t, offset, n, d, dtype, use_rope, layout, capability, gemm_name):
+    if n == 131:
+        t = min(t, 5 - offset)  # up to 5 frames of 131 tokens: key blocks of 512 cut through frames
+    q64, k64, v64 = _inputs(seed, b, h, t * n, (offset + t) * n, d, layout=layout)
+    rope = Rope3D(d, (1, n)) if use_rope else None
+    grad = torch.randn(q64.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    oracle = _run("reference", torch.float64, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
+    ref = _run("reference", dtype, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
+    with simd(_C, capability), attention_gemm(_C, gemm_name):
+        got = _run("cpp", dtype, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
+    for name, a, r, o in zip(["out", "dq", "dk", "dv"], got, ref, oracle):
+        # as in test_attention.py: cancelling gradients carry the rounding of D-term dot products
+        assert_close_to_oracle(a, r, o, name=name, scale=float(d))
+
+
+def test_frame_causality_is_exact():
+    b, h, t, n, d = 2, 2, 4, 37, 16
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(b, h, t * n, d, generator=g) for _ in range(3))
+    rope = Rope3D(d, (1, n))
+    base = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend="cpp")
+    for cut in range(1, t):
+        q2, k2, v2 = (x.clone() for x in (q, k, v))
+        for x in (q2, k2, v2):
+            x[:, :, cut * n :] += 3.0
+        out = frame_causal_attention(q2, k2, v2, frame_tokens=n, rope=rope, backend="cpp")
+        assert torch.equal(out[:, :, : cut * n], base[:, :, : cut * n])
+        assert not torch.allclose(out[:, :, cut * n :], base[:, :, cut * n :])
+
+
+@pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1], [2, 3]])
+def test_kv_cache_equals_full_recompute(chunks):
+    n, d = 20, 12
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 2, 5 * n, d, generator=g) for _ in range(3))
+    rope = Rope3D(d, (4, 5))
+    full = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend="cpp")
+    cache, outs, start = KVCache(max_frames=5), [], 0
+    for c in chunks:
+        sl = slice(start * n, (start + c) * n)
+        outs.append(frame_causal_attention(q[:, :, sl], k[:, :, sl], v[:, :, sl], frame_tokens=n, rope=rope,
+                                           kv_cache=cache, backend="cpp"))
+        start += c
+    # same tiles, same key blocks, same summation order: the cached rollout is bit-identical
+    assert torch.equal(torch.cat(outs, dim=2), full)
+
+
+def test_backward_does_not_depend_on_the_thread_count():
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 3 * 50, 16, generator=g, requires_grad=True) for _ in range(3))
+    grad = torch.randn(q.shape, generator=g)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            out = frame_causal_attention(q, k, v, frame_tokens=50, backend="cpp")
+            results.append([out, *torch.autograd.grad(out, (q, k, v), grad)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_really_runs_the_cpp_kernel():
+    q = torch.randn(1, 1, 8, 8)
+    before = CALLS[("frame_causal_attention", "cpp")]
+    with torch.profiler.profile() as prof:
+        frame_causal_attention(q, q, q, frame_tokens=4, backend="cpp")
+    assert CALLS[("frame_causal_attention", "cpp")] == before + 1
+    assert any(e.name == "lam_fast::attention_fwd" for e in prof.events())
+
+
+def test_auto_picks_cpp_on_cpu():
+    from lam_fast.ops import auto_backend
+
+    assert auto_backend("frame_causal_attention", "cpu") == "cpp"
+
+
+def test_bad_inputs_raise_with_the_reason():
+    q = torch.randn(1, 2, 8, 8)
+    with pytest.raises(RuntimeError, match="frame_tokens"):
+        torch.ops.lam_fast.attention_fwd(q, q, q, None, None, 3, 0, 1.0)
+    with pytest.raises(RuntimeError, match="cos/sin"):
+        torch.ops.lam_fast.attention_fwd(q, q, q, torch.zeros(8, 3), torch.zeros(8, 3), 4, 0, 1.0)
+    with pytest.raises(RuntimeError, match="both cos and sin"):
+        torch.ops.lam_fast.attention_fwd(q, q, q, torch.zeros(8, 4), None, 4, 0, 1.0)
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        torch.ops.lam_fast.attention_fwd(q.double(), q.double(), q.double(), None, None, 4, 0, 1.0)
+    with pytest.raises(ValueError, match="unknown or not available"):
+        _C.set_attention_gemm("cublas")
