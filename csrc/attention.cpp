@@ -13,9 +13,15 @@
 //    (score tile kTileQ x kTileK fp32, thread-local), writing out and the row log-sum-exp;
 //  - backward: one task per (b, h) (no atomics, fixed summation order: results do not depend on the
 //    thread count), recomputing P from the saved log-sum-exp, FlashAttention-2 style.
-// RoPE is applied while packing q / k into fp32 tiles (the packing a GEMM does anyway) and its
-// inverse is applied to dq / dk on the way out. Tile GEMMs use the BLAS sgemm that libtorch_cpu
-// exports (MKL in the x86 wheels) when it is present, else a portable loop.
+// RoPE is applied while packing q / k into tiles (the packing a GEMM does anyway) and its inverse is
+// applied to dq / dk on the way out. Softmax statistics and all accumulators are fp32.
+//
+// Tile GEMMs use the BLAS that libtorch_cpu exports (MKL in the x86 wheels) when present, else a
+// portable loop. float32 and float16 inputs run fp32 tiles (sgemm). bfloat16 inputs run bf16 tiles
+// with fp32 accumulation (cblas_gemm_bf16bf16f32: AMX on CPUs that have it): q, k, v, dO and the
+// probabilities P / dS are rounded to bf16 before their GEMMs, exactly where the eager bfloat16
+// reference rounds them (it rotates q/k and casts P to bf16 before P V), so the error stays within
+// the reference's own.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -25,6 +31,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "attention.h"
@@ -33,6 +40,10 @@
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
                        const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
                        const float* beta, float* c, const int* ldc) __attribute__((weak));
+// MKL's CBLAS bf16 GEMM (LP64): layout 101 = row major, transpose 111 = no, 112 = yes.
+extern "C" void cblas_gemm_bf16bf16f32(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                       const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta, float* c,
+                                       int ldc) __attribute__((weak));
 
 namespace lam_fast {
 
@@ -61,10 +72,30 @@ namespace {
 
 using at::Tensor;
 
-constexpr int64_t kTileQ = 128;
+constexpr int64_t kTileQ = 256;
 constexpr int64_t kTileK = 512;
 
-// Row-major C (M x N, ldc) = alpha op(A) op(B) + beta C, op(A): M x K, op(B): K x N.
+// Row-major C (M x N, ldc, fp32) = alpha op(A) op(B) + beta C, op(A): M x K, op(B): K x N.
+template <typename P>
+void gemm_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const P* A, int64_t lda,
+                   const P* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  std::vector<float> row(N);
+  for (int64_t i = 0; i < M; ++i) {
+    std::fill(row.begin(), row.end(), 0.0f);
+    for (int64_t p = 0; p < K; ++p) {
+      const float a = static_cast<float>(trans_a ? A[p * lda + i] : A[i * lda + p]);
+      if (trans_b) {
+        for (int64_t j = 0; j < N; ++j) row[j] += a * static_cast<float>(B[j * ldb + p]);
+      } else {
+        const P* b = B + p * ldb;
+        for (int64_t j = 0; j < N; ++j) row[j] += a * static_cast<float>(b[j]);
+      }
+    }
+    float* c = C + i * ldc;
+    for (int64_t j = 0; j < N; ++j) c[j] = alpha * row[j] + (beta == 0.0f ? 0.0f : beta * c[j]);
+  }
+}
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
@@ -75,20 +106,35 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
     sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
     return;
   }
-  std::vector<float> row(N);
-  for (int64_t i = 0; i < M; ++i) {
-    std::fill(row.begin(), row.end(), 0.0f);
-    for (int64_t p = 0; p < K; ++p) {
-      const float a = trans_a ? A[p * lda + i] : A[i * lda + p];
-      if (trans_b) {
-        for (int64_t j = 0; j < N; ++j) row[j] += a * B[j * ldb + p];
-      } else {
-        const float* b = B + p * ldb;
-        for (int64_t j = 0; j < N; ++j) row[j] += a * b[j];
-      }
-    }
-    float* c = C + i * ldc;
-    for (int64_t j = 0; j < N; ++j) c[j] = alpha * row[j] + (beta == 0.0f ? 0.0f : beta * c[j]);
+  gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const c10::BFloat16* A,
+          int64_t lda, const c10::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (use_blas && cblas_gemm_bf16bf16f32 != nullptr) {
+    cblas_gemm_bf16bf16f32(101, trans_a ? 112 : 111, trans_b ? 112 : 111, int(M), int(N), int(K), alpha,
+                           reinterpret_cast<const uint16_t*>(A), int(lda), reinterpret_cast<const uint16_t*>(B),
+                           int(ldb), beta, C, int(ldc));
+    return;
+  }
+  gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// The tile type P of the GEMM operands (see the header) and the fp32 -> P rounding of score tiles.
+template <typename P>
+constexpr cpu::DType tile_dtype() {
+  return std::is_same_v<P, float> ? cpu::DType::F32 : cpu::DType::BF16;
+}
+
+// src as P: src itself for fp32 tiles, else rounded into buf (same row stride).
+template <typename P>
+const P* as_tile(const cpu::KernelTable& kt, const float* src, int64_t rows, int64_t cols, int64_t ld, P* buf) {
+  if constexpr (std::is_same_v<P, float>) {
+    return src;
+  } else {
+    kt.attn_round(tile_dtype<P>(), src, rows, cols, ld, buf, ld);
+    return buf;
   }
 }
 
@@ -112,24 +158,24 @@ struct Rope {
   bool on() const { return cos != nullptr; }
 };
 
-// dst[r, :] = rotate(src row (b, h, l0 + r)) * mult, rows [0, n), fp32, row stride D. pos0: the
-// absolute token position of row l0 (indexes the rope tables).
-template <typename T>
+// dst[r, :] = rotate(src row (b, h, l0 + r)) as P (rotation in fp32, one rounding), rows [0, n),
+// row stride D. pos0: the absolute token position of row l0 (indexes the rope tables).
+template <typename T, typename P>
 void pack_rows(const Slice<T>& src, int64_t b, int64_t h, int64_t l0, int64_t n, int64_t D, const Rope& rope,
-               int64_t pos0, float mult, float* dst) {
+               int64_t pos0, P* dst) {
   for (int64_t r = 0; r < n; ++r) {
     const T* x = src.at(b, h, l0 + r);
-    float* o = dst + r * D;
+    P* o = dst + r * D;
     if (!rope.on()) {
-      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<float>(x[d * src.sd]) * mult;
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<P>(static_cast<float>(x[d * src.sd]));
       continue;
     }
     const float* c = rope.cos + (pos0 + r) * rope.half;
     const float* s = rope.sin + (pos0 + r) * rope.half;
     for (int64_t j = 0; j < rope.half; ++j) {
       const float x1 = static_cast<float>(x[j * src.sd]), x2 = static_cast<float>(x[(j + rope.half) * src.sd]);
-      o[j] = (x1 * c[j] - x2 * s[j]) * mult;
-      o[j + rope.half] = (x2 * c[j] + x1 * s[j]) * mult;
+      o[j] = static_cast<P>(x1 * c[j] - x2 * s[j]);
+      o[j + rope.half] = static_cast<P>(x2 * c[j] + x1 * s[j]);
     }
   }
 }
@@ -195,23 +241,20 @@ Geometry check_inputs(const char* op, const Tensor& q, const Tensor& k, const Te
   return g;
 }
 
-template <typename T>
+template <typename T, typename P>
 void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope& rope, const Geometry& g, float scale,
                   Tensor& out, Tensor& lse) {
   const Slice<T> qs = slice_of<T>(q), ks = slice_of<T>(k), vs = slice_of<T>(v);
   const int64_t D = g.D, BH = g.B * g.H;
-  // Rotated keys and fp32 values, once per (b, h): O(L D), the packing every GEMM does.
-  Tensor kpack = at::empty({BH, g.Lk, D}, q.options().dtype(at::kFloat));
-  Tensor vpack = at::empty({BH, g.Lk, D}, q.options().dtype(at::kFloat));
-  float* kp = kpack.mutable_data_ptr<float>();
-  float* vp = vpack.mutable_data_ptr<float>();
+  // Rotated keys and values as tiles, once per (b, h): O(L D), the packing every GEMM does.
+  std::vector<P> kp(BH * g.Lk * D), vp(BH * g.Lk * D);
   const Rope none;
   const int64_t row_blocks = (g.Lk + kTileK - 1) / kTileK;
   at::parallel_for(0, BH * row_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / row_blocks, l0 = (t % row_blocks) * kTileK, n = std::min(kTileK, g.Lk - l0);
-      pack_rows(ks, bh / g.H, bh % g.H, l0, n, D, rope, l0, 1.0f, kp + (bh * g.Lk + l0) * D);
-      pack_rows(vs, bh / g.H, bh % g.H, l0, n, D, none, l0, 1.0f, vp + (bh * g.Lk + l0) * D);
+      pack_rows(ks, bh / g.H, bh % g.H, l0, n, D, rope, l0, kp.data() + (bh * g.Lk + l0) * D);
+      pack_rows(vs, bh / g.H, bh % g.H, l0, n, D, none, l0, vp.data() + (bh * g.Lk + l0) * D);
     }
   });
 
@@ -221,28 +264,29 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope&
   T* o = out.mutable_data_ptr<T>();
   float* lse_p = lse.mutable_data_ptr<float>();
   at::parallel_for(0, BH * frames * tiles_per_frame, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> qt(kTileQ * D), acc(kTileQ * D), s(kTileQ * kTileK), m(kTileQ), l(kTileQ), alpha(kTileQ);
+    std::vector<P> qt(kTileQ * D), p16(std::is_same_v<P, float> ? 0 : kTileQ * kTileK);
+    std::vector<float> acc(kTileQ * D), s(kTileQ * kTileK), m(kTileQ), l(kTileQ), alpha(kTileQ);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / (frames * tiles_per_frame), rest = t % (frames * tiles_per_frame);
       const int64_t i0 = (rest / tiles_per_frame) * g.N + (rest % tiles_per_frame) * kTileQ;
       const int64_t rows = std::min(kTileQ, (rest / tiles_per_frame + 1) * g.N - i0);
       const int64_t kend = g.key_end(i0);
-      // scale folded into q: scores come out of the GEMM ready for the softmax
-      pack_rows(qs, bh / g.H, bh % g.H, i0, rows, D, rope, g.offset * g.N + i0, scale, qt.data());
+      pack_rows(qs, bh / g.H, bh % g.H, i0, rows, D, rope, g.offset * g.N + i0, qt.data());
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
       std::fill(l.begin(), l.end(), 0.0f);
-      const float* kb = kp + bh * g.Lk * D;
-      const float* vb = vp + bh * g.Lk * D;
+      const P* kb = kp.data() + bh * g.Lk * D;
+      const P* vb = vp.data() + bh * g.Lk * D;
       for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
         const int64_t cols = std::min(kTileK, kend - j0);
-        gemm(false, true, rows, cols, D, 1.0f, qt.data(), D, kb + j0 * D, D, 0.0f, s.data(), kTileK);
+        gemm(false, true, rows, cols, D, scale, qt.data(), D, kb + j0 * D, D, 0.0f, s.data(), kTileK);
         kt.attn_softmax_online(s.data(), rows, cols, kTileK, m.data(), l.data(), alpha.data());
         if (j0 > 0) {
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t d = 0; d < D; ++d) acc[r * D + d] *= alpha[r];
         }
-        gemm(false, false, rows, D, cols, 1.0f, s.data(), kTileK, vb + j0 * D, D, 1.0f, acc.data(), D);
+        const P* pt = as_tile<P>(kt, s.data(), rows, cols, kTileK, p16.data());
+        gemm(false, false, rows, D, cols, 1.0f, pt, kTileK, vb + j0 * D, D, 1.0f, acc.data(), D);
       }
       T* orow = o + (bh * g.Lq + i0) * D;
       for (int64_t r = 0; r < rows; ++r) {
@@ -252,6 +296,11 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope&
       }
     }
   });
+}
+
+// bf16 inputs use bf16 tiles when the BLAS has a bf16 GEMM; everything else fp32 tiles.
+bool bf16_tiles(const Tensor& q) {
+  return q.scalar_type() == at::kBFloat16 && use_blas && cblas_gemm_bf16bf16f32 != nullptr;
 }
 
 std::tuple<Tensor, Tensor> attention_fwd_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -268,12 +317,16 @@ std::tuple<Tensor, Tensor> attention_fwd_cpu(const Tensor& q, const Tensor& k, c
     return {out, lse};
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_fwd_cpu", [&] {
-    forward_impl<scalar_t>(q, k, v, rope, g, static_cast<float>(scale), out, lse);
+    if (bf16_tiles(q)) {
+      forward_impl<scalar_t, c10::BFloat16>(q, k, v, rope, g, static_cast<float>(scale), out, lse);
+    } else {
+      forward_impl<scalar_t, float>(q, k, v, rope, g, static_cast<float>(scale), out, lse);
+    }
   });
   return {out, lse};
 }
 
-template <typename T>
+template <typename T, typename P>
 void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                    const Tensor& lse_, const Rope& rope, const Geometry& g, float scale, Tensor& dq, Tensor& dk,
                    Tensor& dv) {
@@ -288,18 +341,21 @@ void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, con
   T* dk_p = dk.mutable_data_ptr<T>();
   T* dv_p = dv.mutable_data_ptr<T>();
   at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> qr(Lq * D), go(Lq * D), kr(Lk * D), vr(Lk * D), delta(Lq);
-    std::vector<float> dqr(Lq * D), dkr(Lk * D), dvr(Lk * D), p(kTileQ * kTileK), dp(kTileQ * kTileK);
+    std::vector<P> qr(Lq * D), go(Lq * D), kr(Lk * D), vr(Lk * D);
+    std::vector<P> p16(std::is_same_v<P, float> ? 0 : kTileQ * kTileK), ds16(p16.size());
+    std::vector<float> delta(Lq), dqr(Lq * D), dkr(Lk * D), dvr(Lk * D), p(kTileQ * kTileK), dp(kTileQ * kTileK);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / g.H, h = bh % g.H;
-      pack_rows(qs, b, h, 0, Lq, D, rope, g.offset * N, 1.0f, qr.data());
-      pack_rows(ks, b, h, 0, Lk, D, rope, 0, 1.0f, kr.data());
-      pack_rows(vs, b, h, 0, Lk, D, none, 0, 1.0f, vr.data());
-      pack_rows(gs, b, h, 0, Lq, D, none, 0, 1.0f, go.data());
+      pack_rows(qs, b, h, 0, Lq, D, rope, g.offset * N, qr.data());
+      pack_rows(ks, b, h, 0, Lk, D, rope, 0, kr.data());
+      pack_rows(vs, b, h, 0, Lk, D, none, 0, vr.data());
+      pack_rows(gs, b, h, 0, Lq, D, none, 0, go.data());
       for (int64_t i = 0; i < Lq; ++i) {  // delta_i = dO_i . O_i
         const T* orow = os.at(b, h, i);
+        const T* grow = gs.at(b, h, i);
         float sum = 0.0f;
-        for (int64_t d = 0; d < D; ++d) sum += go[i * D + d] * static_cast<float>(orow[d * os.sd]);
+        for (int64_t d = 0; d < D; ++d)
+          sum += static_cast<float>(grow[d * gs.sd]) * static_cast<float>(orow[d * os.sd]);
         delta[i] = sum;
       }
       std::fill(dqr.begin(), dqr.end(), 0.0f);
@@ -309,19 +365,21 @@ void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, con
       for (int64_t i0 = 0; i0 < Lq;) {
         const int64_t rows = std::min({kTileQ, Lq - i0, (i0 / N + 1) * N - i0});  // one frame per tile
         const int64_t kend = g.key_end(i0);
-        const float* qi = qr.data() + i0 * D;
-        const float* gi = go.data() + i0 * D;
+        const P* qi = qr.data() + i0 * D;
+        const P* gi = go.data() + i0 * D;
         for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
           const int64_t cols = std::min(kTileK, kend - j0);
-          const float* kj = kr.data() + j0 * D;
-          const float* vj = vr.data() + j0 * D;
+          const P* kj = kr.data() + j0 * D;
+          const P* vj = vr.data() + j0 * D;
           gemm(false, true, rows, cols, D, scale, qi, D, kj, D, 0.0f, p.data(), kTileK);  // S
           kt.attn_exp_sub(p.data(), rows, cols, kTileK, lse_bh + i0);                      // P
-          gemm(true, false, cols, D, rows, 1.0f, p.data(), kTileK, gi, D, 1.0f, dvr.data() + j0 * D, D);
-          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), kTileK);  // dP
-          kt.attn_softmax_grad(dp.data(), p.data(), rows, cols, kTileK, delta.data() + i0);  // dS
-          gemm(false, false, rows, D, cols, scale, dp.data(), kTileK, kj, D, 1.0f, dqr.data() + i0 * D, D);
-          gemm(true, false, cols, D, rows, scale, dp.data(), kTileK, qi, D, 1.0f, dkr.data() + j0 * D, D);
+          const P* pt = as_tile<P>(kt, p.data(), rows, cols, kTileK, p16.data());
+          gemm(true, false, cols, D, rows, 1.0f, pt, kTileK, gi, D, 1.0f, dvr.data() + j0 * D, D);  // dV += P^T dO
+          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), kTileK);             // dP
+          kt.attn_softmax_grad(dp.data(), p.data(), rows, cols, kTileK, delta.data() + i0);         // dS
+          const P* dst = as_tile<P>(kt, dp.data(), rows, cols, kTileK, ds16.data());
+          gemm(false, false, rows, D, cols, scale, dst, kTileK, kj, D, 1.0f, dqr.data() + i0 * D, D);  // dQ
+          gemm(true, false, cols, D, rows, scale, dst, kTileK, qi, D, 1.0f, dkr.data() + j0 * D, D);   // dK
         }
         i0 += rows;
       }
@@ -352,7 +410,12 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd_cpu(const Tensor& grad_out, con
   Tensor dv = at::empty({g.B, g.H, g.Lk, g.D}, q.options());
   if (dq.numel() == 0 && dk.numel() == 0) return {dq, dk, dv};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_bwd_cpu", [&] {
-    backward_impl<scalar_t>(grad_out, q, k, v, out, lse, rope, g, static_cast<float>(scale), dq, dk, dv);
+    if (bf16_tiles(q)) {
+      backward_impl<scalar_t, c10::BFloat16>(grad_out, q, k, v, out, lse, rope, g, static_cast<float>(scale), dq, dk,
+                                             dv);
+    } else {
+      backward_impl<scalar_t, float>(grad_out, q, k, v, out, lse, rope, g, static_cast<float>(scale), dq, dk, dv);
+    }
   });
   return {dq, dk, dv};
 }

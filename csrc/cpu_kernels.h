@@ -98,6 +98,8 @@ struct KernelTable {
   void (*attn_exp_sub)(float* s, int64_t rows, int64_t cols, int64_t ld, const float* sub);
   // dp <- p * (dp - delta[row]).
   void (*attn_softmax_grad)(float* dp, const float* p, int64_t rows, int64_t cols, int64_t ld, const float* delta);
+  // dst (rows x cols of dtype, row stride ldd) <- src (fp32, row stride lds), rounded to nearest even.
+  void (*attn_round)(DType, const float* src, int64_t rows, int64_t cols, int64_t lds, void* dst, int64_t ldd);
 };
 
 namespace base {

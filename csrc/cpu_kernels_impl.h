@@ -615,6 +615,24 @@ void attn_softmax_grad(float* dp, const float* p, int64_t rows, int64_t cols, in
   }
 }
 
+// dst (16-bit dtype, row stride ldd) <- src (fp32, row stride lds), rounded to nearest even.
+template <class E>
+void attn_round_impl(const float* src, int64_t rows, int64_t cols, int64_t lds, void* dst_, int64_t ldd) {
+  using S = typename E::S;
+  S* dst = static_cast<S*>(dst_);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = src + r * lds;
+    S* o = dst + r * ldd;
+    int64_t j = 0;
+    for (; j + W <= cols; j += W) store(E{}, o + j, loadu(a + j));
+    for (; j < cols; ++j) o[j] = from_f(E{}, a[j]);
+  }
+}
+
+void attn_round(DType dt, const float* src, int64_t rows, int64_t cols, int64_t lds, void* dst, int64_t ldd) {
+  with_dtype(dt, [&](auto t) { attn_round_impl<decltype(t)>(src, rows, cols, lds, dst, ldd); });
+}
+
 // ---- exported entry points (dtype dispatch) -----------------------------------------------------
 
 void adaln_fwd(const AdalnFwdArgs& a, int64_t b, int64_t e) {
@@ -639,7 +657,7 @@ void reduce_partials(DType dt, const double* part, int64_t chunks, int64_t C, vo
 
 extern const KernelTable table = {
     LAM_ARCH_NAME, MR,           adaln_fwd,      adaln_bwd,    gated_fwd,         gated_bwd, reduce_partials,
-    vq_scan_impl,  attn_softmax_online, attn_exp_sub, attn_softmax_grad,
+    vq_scan_impl,  attn_softmax_online, attn_exp_sub, attn_softmax_grad, attn_round,
 };
 
 }  // namespace LAM_ARCH
