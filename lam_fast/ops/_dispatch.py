@@ -20,6 +20,9 @@ log = logging.getLogger("lam_fast.ops")
 
 BACKEND_NAMES = ("reference", "sdpa", "triton", "cpp", "cuda")
 
+#: The dtypes of the fused kernels (C++, CUDA, Triton); float64 runs on the reference.
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 #: How many times each (op, backend) implementation was entered; tests use it to prove that a
 #: requested fast path really ran instead of silently falling back.
 CALLS: Counter[tuple[str, str]] = Counter()
@@ -34,6 +37,7 @@ class _Backend:
     name: str
     devices: tuple[str, ...]
     loader: Callable[[], Callable]
+    dtypes: tuple[torch.dtype, ...] | None = None  # None: every floating dtype
     impl: Callable | None = None
     reason: str | None = None
 
@@ -57,13 +61,21 @@ class Op:
     backends: dict[str, _Backend] = field(default_factory=dict)
     _logged: set[tuple[str, str]] = field(default_factory=set)
 
-    def register(self, name: str, devices: tuple[str, ...], loader: Callable[[], Callable]) -> None:
+    def register(
+        self,
+        name: str,
+        devices: tuple[str, ...],
+        loader: Callable[[], Callable],
+        dtypes: tuple[torch.dtype, ...] | None = None,
+    ) -> None:
         if name not in BACKEND_NAMES:
             raise ValueError(f"unknown backend name {name!r}; expected one of {BACKEND_NAMES}")
-        self.backends[name] = _Backend(name, devices, loader)
+        self.backends[name] = _Backend(name, devices, loader, dtypes)
 
-    def why_unavailable(self, backend: str, device: torch.device | str) -> str | None:
-        """None if ``backend`` can run on ``device``, else the reason it cannot."""
+    def why_unavailable(
+        self, backend: str, device: torch.device | str, dtype: torch.dtype | None = None
+    ) -> str | None:
+        """None if ``backend`` can run on ``device`` (for inputs of ``dtype``), else the reason it cannot."""
         device_type = torch.device(device).type
         entry = self.backends.get(backend)
         if entry is None:
@@ -71,28 +83,31 @@ class Op:
             return f"{self.name} has no backend {backend!r} (known: {known})"
         if device_type not in entry.devices:
             return f"{self.name}[{backend}] runs on {entry.devices}, not on {device_type}"
+        if dtype is not None and entry.dtypes is not None and dtype not in entry.dtypes:
+            names = ", ".join(str(d).removeprefix("torch.") for d in entry.dtypes)
+            return f"{self.name}[{backend}] takes {names} inputs, not {str(dtype).removeprefix('torch.')}"
         try:
             entry.load()
         except BackendUnavailable as exc:
             return f"{self.name}[{backend}] is unavailable: {exc}"
         return None
 
-    def auto_backend(self, device: torch.device | str) -> str:
-        """The backend ``auto`` picks for tensors on ``device``."""
+    def auto_backend(self, device: torch.device | str, dtype: torch.dtype | None = None) -> str:
+        """The backend ``auto`` picks for tensors on ``device`` (of ``dtype``, when given)."""
         device_type = torch.device(device).type
         for name in self.auto_order.get(device_type, ("reference",)):
-            if name in self.backends and self.why_unavailable(name, device_type) is None:
+            if name in self.backends and self.why_unavailable(name, device_type, dtype) is None:
                 return name
         return "reference"
 
-    def select(self, backend: str, device: torch.device) -> tuple[str, Callable]:
+    def select(self, backend: str, device: torch.device, dtype: torch.dtype | None = None) -> tuple[str, Callable]:
         if backend == "auto":
-            name = self.auto_backend(device)
+            name = self.auto_backend(device, dtype)
             if (device.type, name) not in self._logged:
                 self._logged.add((device.type, name))
                 log.info("%s: backend 'auto' picked %r on %s", self.name, name, device.type)
         else:
-            reason = self.why_unavailable(backend, device)
+            reason = self.why_unavailable(backend, device, dtype)
             if reason is not None:
                 raise BackendUnavailable(reason)
             name = backend
@@ -116,9 +131,9 @@ def _op(name: str) -> Op:
     return OPS[name]
 
 
-def auto_backend(op: str, device: torch.device | str = "cpu") -> str:
-    """Which backend ``backend="auto"`` uses for ``op`` on ``device``."""
-    return _op(op).auto_backend(device)
+def auto_backend(op: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> str:
+    """Which backend ``backend="auto"`` uses for ``op`` on ``device`` (for inputs of ``dtype``)."""
+    return _op(op).auto_backend(device, dtype)
 
 
 def backend_status(op: str, device: torch.device | str = "cpu") -> dict[str, str | None]:

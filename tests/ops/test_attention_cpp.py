@@ -156,3 +156,20 @@ def test_bad_inputs_raise_with_the_reason():
         torch.ops.lam_fast.attention_fwd(q.double(), q.double(), q.double(), None, None, 4, 0, 1.0)
     with pytest.raises(ValueError, match="unknown or not available"):
         _C.set_attention_gemm("cublas")
+
+
+def test_float64_goes_to_the_reference_under_auto():
+    """The fused kernels take fp32/bf16/fp16: auto routes float64 past them (to SDPA, or the
+    reference), an explicit request says why it cannot run."""
+    from lam_fast.ops import BackendUnavailable, adaln_modulate, auto_backend, vq_lookup
+
+    assert auto_backend("frame_causal_attention", "cpu", torch.float64) == "sdpa"
+    assert auto_backend("adaln_modulate", "cpu", torch.float64) == "reference"
+    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
+    ref = frame_causal_attention(q, q, q, frame_tokens=2, backend="reference")
+    torch.testing.assert_close(frame_causal_attention(q, q, q, frame_tokens=2), ref)
+    with pytest.raises(BackendUnavailable, match="not float64"):
+        frame_causal_attention(q, q, q, frame_tokens=2, backend="cpp")
+    x, mod = torch.randn(1, 4, 8, dtype=torch.float64), torch.zeros(1, 2, 8, dtype=torch.float64)
+    assert adaln_modulate(x, mod, mod, frame_tokens=2).dtype == torch.float64
+    assert vq_lookup(x[0], x[0]).indices.tolist() == [0, 1, 2, 3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lam_fast.ops._dispatch import define_op
+from lam_fast.ops._dispatch import KERNEL_DTYPES, define_op
 from lam_fast.ops._triton import TRITON_DEVICES
 
 MODULATE = define_op("adaln_modulate", auto_order={"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")})
@@ -65,13 +65,13 @@ def _load_gated_triton():
     return gated_residual_triton
 
 
-MODULATE.register("cpp", ("cpu",), _load_modulate_cpp)
-GATED.register("cpp", ("cpu",), _load_gated_cpp)
+MODULATE.register("cpp", ("cpu",), _load_modulate_cpp, KERNEL_DTYPES)
+GATED.register("cpp", ("cpu",), _load_gated_cpp, KERNEL_DTYPES)
 # csrc/cuda/adaln.cu: the same torch.ops.lam_fast ops, dispatched on CUDA tensors
-MODULATE.register("cuda", ("cuda",), _load_modulate_cuda)
-GATED.register("cuda", ("cuda",), _load_gated_cuda)
-MODULATE.register("triton", TRITON_DEVICES, _load_modulate_triton)
-GATED.register("triton", TRITON_DEVICES, _load_gated_triton)
+MODULATE.register("cuda", ("cuda",), _load_modulate_cuda, KERNEL_DTYPES)
+GATED.register("cuda", ("cuda",), _load_gated_cuda, KERNEL_DTYPES)
+MODULATE.register("triton", TRITON_DEVICES, _load_modulate_triton, KERNEL_DTYPES)
+GATED.register("triton", TRITON_DEVICES, _load_gated_triton, KERNEL_DTYPES)
 
 
 def _check_frames(name: str, x: torch.Tensor, frame_tokens: int, per_frame: dict[str, torch.Tensor]) -> None:
@@ -101,7 +101,7 @@ def adaln_modulate(
     x: (B, T*N, C); shift, scale: (B, T, C); returns (B, T*N, C).
     """
     _check_frames("adaln_modulate", x, frame_tokens, {"shift": shift, "scale": scale})
-    _, impl = MODULATE.select(backend, x.device)
+    _, impl = MODULATE.select(backend, x.device, x.dtype)
     return impl(x, shift, scale, frame_tokens=frame_tokens, eps=float(eps))
 
 
@@ -117,5 +117,5 @@ def gated_residual(
     _check_frames("gated_residual", x, frame_tokens, {"gate": gate})
     if y.shape != x.shape or y.dtype != x.dtype:
         raise ValueError(f"gated_residual: y must match x {tuple(x.shape)} {x.dtype}, got {tuple(y.shape)} {y.dtype}")
-    _, impl = GATED.select(backend, x.device)
+    _, impl = GATED.select(backend, x.device, x.dtype)
     return impl(x, y, gate, frame_tokens=frame_tokens)

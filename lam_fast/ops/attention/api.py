@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from lam_fast.ops._dispatch import define_op
+from lam_fast.ops._dispatch import KERNEL_DTYPES, define_op
 from lam_fast.ops._triton import TRITON_DEVICES
 from lam_fast.ops.attention.cache import KVCache
 from lam_fast.ops.attention.rope import Rope3D
@@ -43,8 +43,8 @@ def _load_triton():
 
 OP.register("reference", ("cpu", "cuda"), _load_reference)
 OP.register("sdpa", ("cpu", "cuda"), _load_sdpa)
-OP.register("cpp", ("cpu",), _load_cpp)
-OP.register("triton", TRITON_DEVICES, _load_triton)
+OP.register("cpp", ("cpu",), _load_cpp, KERNEL_DTYPES)
+OP.register("triton", TRITON_DEVICES, _load_triton, KERNEL_DTYPES)
 
 
 def frame_causal_attention(
@@ -89,5 +89,5 @@ def frame_causal_attention(
     if kv_cache is not None:
         offset = kv_cache.num_frames
         k, v = kv_cache.append(k, v, frame_tokens)
-    _, impl = OP.select(backend, q.device)
+    _, impl = OP.select(backend, q.device, q.dtype)
     return impl(q, k, v, frame_tokens=frame_tokens, rope=rope, scale=scale, q_frame_offset=offset)

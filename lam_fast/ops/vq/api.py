@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from lam_fast.ops._dispatch import define_op
+from lam_fast.ops._dispatch import KERNEL_DTYPES, define_op
 from lam_fast.ops._triton import TRITON_DEVICES
 from lam_fast.ops.vq.reference import vq_losses
 
@@ -54,9 +54,10 @@ def _load_triton():
 
 
 OP.register("reference", ("cpu", "cuda"), _load_reference)
-OP.register("cpp", ("cpu",), _load_cpp)
-OP.register("cuda", ("cuda",), _load_cuda)  # csrc/cuda/vq_nearest.cu behind the same torch.ops op
-OP.register("triton", TRITON_DEVICES, _load_triton)
+OP.register("cpp", ("cpu",), _load_cpp, KERNEL_DTYPES)
+# csrc/cuda/vq_nearest.cu behind the same torch.ops op
+OP.register("cuda", ("cuda",), _load_cuda, KERNEL_DTYPES)
+OP.register("triton", TRITON_DEVICES, _load_triton, KERNEL_DTYPES)
 
 
 class VQOutput(NamedTuple):
@@ -79,5 +80,5 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto")
         raise ValueError("vq_lookup: the codebook is empty")
     if x.dtype != codebook.dtype or not x.is_floating_point():
         raise TypeError(f"vq_lookup: x and codebook must share a floating dtype, got {x.dtype} and {codebook.dtype}")
-    _, impl = OP.select(backend, x.device)
+    _, impl = OP.select(backend, x.device, x.dtype)
     return VQOutput(*impl(x, codebook))
