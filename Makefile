@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # regressions beyond 1.5x are flagged there; use a lower value on a quiet or GPU machine.
 PERF_TOLERANCE ?= 0.5
 
-.PHONY: install demo test test-slow cuda-check bench-decode perf clean
+.PHONY: install demo test test-slow cuda-check bench-decode perf gpu-check clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -61,7 +61,15 @@ bench-decode: install
 # `$(PY) perf/run.py --set quick --json perf/baselines/cpu.json`). Fails on a regressed ratio.
 perf: install
 	$(PY) perf/run.py --set quick
+	$(PY) perf/summary.py perf/results/quick-cpu.json
 	$(PY) perf/compare.py perf/results/quick-cpu.json perf/baselines/cpu.json --tolerance $(PERF_TOLERANCE)
+
+# On a lent GPU machine (no network): build the CUDA extension, run the GPU tests and the GPU perf
+# cases with the copy-bandwidth and bf16-matmul floors, all under $(GPU_CHECK_OUT); see the script's
+# header. No `install` dependency on purpose: the GPU machine brings its own CUDA torch.
+GPU_CHECK_OUT ?= perf/results/gpu_check
+gpu-check:
+	OUT=$(GPU_CHECK_OUT) bash perf/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info lam_fast/*.so runs $(STAMP)

@@ -2,21 +2,26 @@
 
 A :class:`Case` is one op at one shape and dtype. For a device it yields :class:`Impl` s: every
 backend of the op that ``backend_status`` reports usable there (kind ``backend``; never a
-hard-coded list, so a new cpp/triton backend is picked up by itself) and the public alternatives
-it is measured against in the same run (kind ``baseline``):
+hard-coded list, so a new cpp/triton/cuda backend is picked up by itself) and the public
+alternatives it is measured against in the same run (kind ``baseline``):
 
 - attention: ``sdpa_dense`` (F.scaled_dot_product_attention with the dense boolean frame-causal
-  mask), ``flex_attention`` (FlexAttention with a frame-causal ``create_block_mask``; forward only
-  on CPU, where it runs unfused; skipped when unavailable) and, with ``--compile``,
-  ``compile_reference`` (torch.compile of the eager reference).
+  mask, built once per shape like the block mask), ``flex_attention`` (FlexAttention with a
+  frame-causal ``create_block_mask``; torch.compile'd, forward and backward, on CUDA; eager and
+  forward only on CPU, where it runs unfused and has no backward; skipped when unavailable), on
+  CUDA ``flash_attn`` and ``xformers`` where importable (neither has a block-causal mask, so each
+  runs one exact call per query frame t against the keys of frames <= t: no mask, the same FLOPs),
+  and, with compile, ``compile_reference`` (torch.compile of the eager reference).
 - AdaLN: ``eager_reference`` is the ``reference`` backend itself (not timed twice) and, with
-  ``--compile``, ``compile_reference``.
+  compile, ``compile_reference``.
 - VQ: ``cdist_argmin`` (``torch.cdist(x, codebook).argmin(1)``); ``eager_reference`` is again the
   ``reference`` backend.
 
-Sets: ``tiny`` (seconds; the tests), ``quick`` (the CI-scale CPU set, the issue's CPU target
-shapes), ``model`` (attention and AdaLN at the predictor presets S/B/L: their heads and width,
-8 frames x 256 tokens).
+Sets: ``tiny`` (seconds; the tests and the GPU check's dry run), ``quick`` (the CI-scale CPU set,
+the issue's CPU target shapes), ``model`` (attention and AdaLN at the predictor presets S/B/L:
+their heads and width, 8 frames x 256 tokens, CPU scale), ``gpu`` (the issue's GPU target shapes:
+ViT-L predictor attention B=8 H=16 8x256 D=64 bf16, its AdaLN-zero, VQ at K=32768) and
+``model-gpu`` (every predictor preset S..G at GPU scale, VQ at K = 1024 / 8192 / 32768).
 """
 
 from __future__ import annotations
@@ -124,10 +129,12 @@ class Case:
         out = [Impl(b, "backend", self.backend_fn(b), self.modes) for b in self.backends(device)]
         s = self.shape
         if self.op == "frame_causal_attention":
-            out.append(Impl("sdpa_dense", "baseline", functools.partial(_sdpa_dense, frame_tokens=s["N"]), self.modes))
-            flex = _flex_impl(s, device, self.modes)
-            if flex is not None:
-                out.append(flex)
+            out.append(Impl("sdpa_dense", "baseline", functools.partial(_sdpa_dense, frame_tokens=s["N"]), self.modes,
+                            "dense bool mask built once per shape, outside the timing"))
+            for make in (_flex_impl, _flash_attn_impl, _xformers_impl):
+                impl = make(s, device, self.modes, self.torch_dtype)
+                if impl is not None:
+                    out.append(impl)
         if self.op == "vq_lookup":
             out.append(Impl("cdist_argmin", "baseline", _cdist_argmin, ("fwd",)))
         if compile and self.op != "vq_lookup":
@@ -156,14 +163,50 @@ def _cdist_argmin(x, codebook):
     return torch.cdist(x.detach(), codebook.detach()).argmin(1)
 
 
+@functools.lru_cache(maxsize=8)
+def _dense_mask(n: int, frame_tokens: int, device: torch.device) -> torch.Tensor:
+    frame = torch.arange(n, device=device) // frame_tokens
+    return frame[None, :] <= frame[:, None]
+
+
 def _sdpa_dense(q, k, v, *, frame_tokens):
-    n = q.shape[-2]
-    frame = torch.arange(n, device=q.device) // frame_tokens
-    mask = frame[None, :] <= frame[:, None]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_mask(q.shape[-2], frame_tokens, q.device))
 
 
-def _flex_impl(s: dict, device: torch.device, modes) -> Impl | None:
+def _per_frame(attend: Callable, q, k, v, frame_tokens: int):
+    """Frame-causal attention as one unmasked call per query frame t against the keys of frames
+    <= t, in the (B, L, H, D) layout flash-attn and xformers take (strided views, no copies in)."""
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    n = frame_tokens
+    outs = [attend(qt[:, t * n:(t + 1) * n], kt[:, :(t + 1) * n], vt[:, :(t + 1) * n])
+            for t in range(q.shape[2] // n)]
+    return torch.cat(outs, 1).transpose(1, 2)
+
+
+def _flash_attn_impl(s: dict, device: torch.device, modes, dtype: torch.dtype) -> Impl | None:
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return None
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:  # optional GPU baseline
+        return None
+    fn = functools.partial(_per_frame, flash_attn_func, frame_tokens=s["N"])
+    return Impl("flash_attn", "baseline", fn, modes, "flash_attn_func, one call per query frame (exact, no mask)")
+
+
+def _xformers_impl(s: dict, device: torch.device, modes, dtype: torch.dtype) -> Impl | None:
+    if device.type != "cuda":
+        return None
+    try:
+        from xformers.ops import memory_efficient_attention
+    except ImportError:  # optional GPU baseline
+        return None
+    fn = functools.partial(_per_frame, memory_efficient_attention, frame_tokens=s["N"])
+    return Impl("xformers", "baseline", fn, modes,
+                "xformers memory_efficient_attention, one call per query frame (exact, no mask)")
+
+
+def _flex_impl(s: dict, device: torch.device, modes, dtype: torch.dtype = torch.float32) -> Impl | None:
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:  # pragma: no cover - old torch
@@ -194,8 +237,12 @@ def _flex_impl(s: dict, device: torch.device, modes) -> Impl | None:
 
 
 # ---------------------------------------------------------------------------- sets
-def _attention_case(name, B, H, T, N, D, dtype="float32"):
-    return Case(name, "frame_causal_attention", dict(B=B, H=H, T=T, N=N, D=D), dtype, main_baseline="sdpa_dense")
+def _attention_case(name, B, H, T, N, D, dtype="float32", main_baseline="sdpa_dense"):
+    return Case(name, "frame_causal_attention", dict(B=B, H=H, T=T, N=N, D=D), dtype, main_baseline=main_baseline)
+
+
+def _adaln_zero_case(name, B, T, N, C, dtype="float32", main_baseline="eager_reference"):
+    return Case(name, "adaln_zero", dict(B=B, T=T, N=N, C=C), dtype, main_baseline=main_baseline)
 
 
 def _adaln_cases(prefix, B, T, N, C, dtype="float32"):
@@ -239,7 +286,37 @@ def model_set() -> list[Case]:
     return cases
 
 
-SETS: dict[str, Callable[[], list[Case]]] = {"tiny": tiny_set, "quick": quick_set, "model": model_set}
+# GPU sets: the main baseline of each op is the one its GPU target is stated against (compiled
+# FlexAttention, torch.compile of the reference, cdist + argmin); see perf/summary.py.
+GPU_BATCH, GPU_VQ_ROWS, VQ_DIM = 8, 16384, 128
+
+
+def gpu_set() -> list[Case]:
+    return [
+        _attention_case("attn_L_b8h16_8x256_d64_bf16", GPU_BATCH, 16, 8, 256, 64, "bfloat16", "flex_attention"),
+        _adaln_zero_case("adaln_L_zero_b8_8x256_c1024_bf16", GPU_BATCH, 8, 256, 1024, "bfloat16", "compile_reference"),
+        _vq_case(f"vq_m{GPU_VQ_ROWS}_k32768_d{VQ_DIM}", GPU_VQ_ROWS, 32768, VQ_DIM),
+    ]
+
+
+def model_gpu_set() -> list[Case]:
+    from lam_fast.models.config import PREDICTOR_PRESETS
+
+    cases = []
+    for preset in ("S", "B", "L", "H", "G"):
+        cfg = PREDICTOR_PRESETS[preset]
+        d = cfg.width // cfg.heads
+        cases.append(_attention_case(f"attn_{preset}_b8h{cfg.heads}_8x256_d{d}_bf16", GPU_BATCH, cfg.heads, 8, 256, d,
+                                     "bfloat16", "flex_attention"))
+        cases.append(_adaln_zero_case(f"adaln_{preset}_zero_b8_8x256_c{cfg.width}_bf16", GPU_BATCH, 8, 256, cfg.width,
+                                      "bfloat16", "compile_reference"))
+    for k in (1024, 8192, 32768):
+        cases.append(_vq_case(f"vq_m{GPU_VQ_ROWS}_k{k}_d{VQ_DIM}", GPU_VQ_ROWS, k, VQ_DIM))
+    return cases
+
+
+SETS: dict[str, Callable[[], list[Case]]] = {"tiny": tiny_set, "quick": quick_set, "model": model_set,
+                                             "gpu": gpu_set, "model-gpu": model_gpu_set}
 
 
 def get_set(name: str) -> list[Case]:

@@ -9,6 +9,9 @@ speed cancels), the new ratio is compared with the stored one. The noise band is
 new and stored) half its relative p20-p80 spread, summed. A ratio below ``stored / (1 + band)`` is
 REGRESSED (exit 1), above ``stored x (1 + band)`` IMPROVED, otherwise OK. Entries, or ratios,
 present on one side only are listed and ignored, as are entries whose shape or dtype changed.
+A run that did not complete (cut short: ``complete`` false) or that recorded failing
+implementations (``--keep-going``) also exits 1. Baselines are stored per device class:
+perf/baselines/<device_class>.json (``cpu``, ``h100``, ...); comparing across classes is noted.
 """
 
 from __future__ import annotations
@@ -82,9 +85,10 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15, help="smallest relative noise band (default 0.15)")
     args = p.parse_args(argv)
     run, base = json.loads(args.run.read_text()), json.loads(args.baseline.read_text())
-    if run.get("device") != base.get("device"):
-        print(f"compare: note: run device {run.get('device')} ({run.get('device_name')}) vs baseline "
-              f"{base.get('device')} ({base.get('device_name')}); ratios may not transfer")
+    run_class, base_class = run.get("device_class", run.get("device")), base.get("device_class", base.get("device"))
+    if run_class != base_class:
+        print(f"compare: note: run device class {run_class} ({run.get('device_name')}) vs baseline "
+              f"{base_class} ({base.get('device_name')}); ratios may not transfer")
     rows, notes = compare(run, base, args.tolerance)
     print(format_rows(rows))
     for note in notes:
@@ -93,7 +97,13 @@ def main(argv=None) -> int:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("OK", "IMPROVED", "REGRESSED")}
     print(f"compare: {counts['OK']} OK, {counts['IMPROVED']} improved, {counts['REGRESSED']} regressed, "
           f"{len(notes)} skipped")
-    return 1 if regressed else 0
+    problems = []
+    if run.get("complete") is False:
+        problems.append("the run did not complete (cut short): its missing cases were not compared")
+    problems += [f"failed: {f['case']} [{f['impl']}] {f['stage']}: {f['error']}" for f in run.get("failures", [])]
+    for problem in problems:
+        print(f"compare: {problem}")
+    return 1 if regressed or problems else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The kernel perf tools (perf/harness.py, perf/compare.py) on the tiny case set. No timing asserted."""
+"""The kernel perf tools (perf/harness.py, run.py, compare.py, summary.py, gpu_check.sh) on the tiny
+case set. No timing asserted."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +18,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from perf import compare as compare_mod  # noqa: E402
-from perf.cases import Impl, get_set  # noqa: E402
-from perf.harness import CorrectnessError, baseline_key, check_correctness, run_case, run_suite  # noqa: E402
+from perf import summary as summary_mod  # noqa: E402
+from perf.cases import SETS, Case, Impl, get_set  # noqa: E402
+from perf.harness import (CorrectnessError, baseline_key, check_correctness, quadratic_bytes, run_case,  # noqa: E402
+                          run_suite)
 
 FIELDS = {"case", "op", "impl", "kind", "shape", "dtype", "mode", "p20_ms", "p50_ms", "p80_ms", "ratio_vs",
-          "floor_fraction", "peak_mem_bytes"}
+          "floor_fraction", "peak_mem_bytes", "peak_rss_bytes", "out_bytes"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,8 @@ def tiny_run() -> dict:
 
 def test_tiny_run_has_every_field(tiny_run):
     assert tiny_run["suite"] == "tiny" and tiny_run["device"] == "cpu" and tiny_run["device_name"]
-    assert {"torch", "python", "lam_fast_git_sha"} <= set(tiny_run["versions"])
+    assert tiny_run["device_class"] == "cpu" and tiny_run["complete"] is True and tiny_run["failures"] == []
+    assert {"torch", "python", "lam_fast_git_sha", "cuda", "triton"} <= set(tiny_run["versions"])
     assert tiny_run["floors"]["copy_GBps"] > 0 and tiny_run["floors"]["matmul_fp32_TFLOPs"] > 0
     json.dumps(tiny_run)  # one JSON record
     results = tiny_run["results"]
@@ -40,7 +45,17 @@ def test_tiny_run_has_every_field(tiny_run):
         assert 0 < rec["p20_ms"] <= rec["p50_ms"] <= rec["p80_ms"]
         assert ("TFLOPs" in rec) != ("GBps" in rec)
         assert rec["floor_fraction"] is not None and rec["floor_fraction"] > 0
-        assert rec["peak_mem_bytes"] is None and rec["peak_mem_note"]  # CPU: documented null
+        # CPU peak memory: allocator events (profiler) and RSS growth, both measured
+        assert isinstance(rec["peak_mem_bytes"], int) and rec["peak_mem_bytes"] >= 0, rec
+        assert rec["peak_rss_bytes"] is None or rec["peak_rss_bytes"] >= 0
+        assert rec["out_bytes"] > 0 and rec["peak_mem_method"]
+        if rec["op"] in ("frame_causal_attention", "vq_lookup"):
+            check = rec["mem_check"]
+            assert check["quadratic_fp32_bytes"] == quadratic_bytes(next(c for c in get_set("tiny")
+                                                                         if c.name == rec["case"]))
+            assert isinstance(check["below_quadratic"], bool)
+        else:
+            assert "mem_check" not in rec
         assert all(v > 0 for v in rec["ratio_vs"].values())
         # Every record has a ratio, except the main baseline itself when it is the case's only one.
         assert rec["ratio_vs"] or baseline_key(rec) == rec["main_baseline"], rec
@@ -156,3 +171,173 @@ def test_noise_band_is_at_least_tolerance_and_widens_with_spread(tiny_run):
     assert {r["status"] for r in rows} == {"OK"}
     rows, _ = compare_mod.compare(_regressed_copy(noisy, "cpp", 10.0), noisy, 0.15)  # beyond any band
     assert {r["status"] for r in rows if r["impl"] == "cpp"} == {"REGRESSED"}
+
+
+# ---------------------------------------------------------------------------- peak memory
+def test_peak_memory_flags_a_quadratic_working_set():
+    """At L = 1024 one fp32 L x L matrix is 4 MiB: the eager reference builds the full score matrix
+    (and more), the fused C++ kernel stays far below it; the allocator sees the reference's scores."""
+    case = Case("attn_mem", "frame_causal_attention", dict(B=1, H=1, T=8, N=128, D=8), modes=("fwd",))
+    quad = quadratic_bytes(case)
+    assert quad == 4 * 1024 * 1024
+    fused = [b for b in case.backends("cpu") if b == "cpp"]  # the sdpa backend passes a dense mask: not fused
+    impls = [Impl(b, "backend", case.backend_fn(b), ("fwd",)) for b in ["reference", *fused]]
+    recs = {r["impl"]: r for r in run_case(case, "cpu", reps=1, warmup=0, impls=impls, log=lambda _: None)}
+    ref = recs["reference"]
+    assert ref["peak_mem_bytes"] >= quad and not ref["mem_check"]["below_quadratic"], ref
+    assert ref["mem_check"]["working_bytes"] >= quad
+    for b in fused:
+        assert recs[b]["mem_check"]["below_quadratic"], recs[b]
+        assert recs[b]["peak_mem_bytes"] < quad
+
+
+def test_keep_going_records_a_failing_impl_and_times_the_rest():
+    case = next(c for c in get_set("tiny") if c.name == "adaln_tiny_gated")
+    good = case.backend_fn("reference")
+    wrong = Impl("wrong", "backend", lambda *a: good(*a) * 1.001)
+    crash = Impl("crash", "backend", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    failures: list[dict] = []
+    recs = run_case(case, "cpu", reps=1, warmup=0, impls=[Impl("reference", "backend", good), wrong, crash],
+                    log=lambda _: None, keep_going=True, failures=failures, measure_memory=False)
+    assert {r["impl"] for r in recs} == {"reference"}
+    assert [(f["impl"], f["stage"]) for f in failures] == [("wrong", "check"), ("crash", "check")]
+    assert "CorrectnessError" in failures[0]["error"] and "boom" in failures[1]["error"]
+
+
+# ---------------------------------------------------------------------------- sets
+def test_gpu_sets_have_the_target_shapes():
+    """The GPU sets are only built here (timing them needs CUDA): the issue's target shapes and baselines."""
+    gpu = {c.op: c for c in get_set("gpu")}
+    assert gpu["frame_causal_attention"].shape == dict(B=8, H=16, T=8, N=256, D=64)
+    assert gpu["frame_causal_attention"].dtype == "bfloat16"
+    assert gpu["frame_causal_attention"].main_baseline == "flex_attention"
+    assert gpu["adaln_zero"].shape["C"] == 1024 and gpu["adaln_zero"].main_baseline == "compile_reference"
+    assert gpu["vq_lookup"].shape["K"] == 32768 and gpu["vq_lookup"].main_baseline == "cdist_argmin"
+    model = get_set("model-gpu")
+    assert {c.shape.get("K") for c in model if c.op == "vq_lookup"} == {1024, 8192, 32768}
+    assert sum(c.op == "frame_causal_attention" for c in model) == 5
+    for name in SETS:  # names are unique within a set (the same case keeps its name across sets)
+        assert len({c.name for c in get_set(name)}) == len(get_set(name)), name
+    assert {c.name for c in get_set("gpu")} <= {c.name for c in model}
+    # On CPU the attention case's impls include the FlexAttention baseline (forward only) and no GPU-only one.
+    names = {i.name: i for i in gpu["frame_causal_attention"].impls("cpu")}
+    assert "sdpa_dense" in names and "flash_attn" not in names and "xformers" not in names
+    if "flex_attention" in names:
+        assert names["flex_attention"].modes == ("fwd",)
+
+
+# ---------------------------------------------------------------------------- run.py, compare, summary
+def _run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "perf" / "run.py"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_run_cli_ops_filter_checkpoints_and_floors_only(tmp_path):
+    out = tmp_path / "vq.json"
+    res = _run_cli("--set", "tiny", "--ops", "vq_lookup", "--reps", "2", "--warmup", "0", "--min-time", "0",
+                   "--json", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = json.loads(out.read_text())
+    assert rec["complete"] and {r["op"] for r in rec["results"]} == {"vq_lookup"}
+    assert "USDT" not in res.stderr  # the profiler's start/stop lines are filtered
+    assert "<L^2|MK" in res.stdout and "peak MiB" in res.stdout
+    floors = tmp_path / "floors.json"
+    res = _run_cli("--floors-only", "--json", str(floors))
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = json.loads(floors.read_text())
+    assert rec["results"] == [] and rec["floors"]["copy_GBps"] > 0
+    assert _run_cli("--set", "tiny", "--ops", "nope").returncode == 2
+
+
+def test_checkpoint_sees_every_mode_of_every_case():
+    seen = []
+    cases = [c for c in get_set("tiny") if c.op in ("vq_lookup", "gated_residual")]
+    run_suite(cases, suite="tiny", reps=1, warmup=0, log=lambda _: None, floor_reps=1, measure_memory=False,
+              checkpoint=lambda rec: seen.append((rec["complete"], len(rec["results"]))))
+    n_modes = sum(len(c.modes) for c in cases)  # after the floors, after each mode and after each case
+    assert [done for done, _ in seen] == [False] * (1 + n_modes + len(cases))
+    assert [n for _, n in seen] == sorted(n for _, n in seen) and seen[0][1] == 0 and seen[-1][1] > 0
+
+
+def test_compare_fails_an_incomplete_or_failing_run(tiny_run, tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(_steady(tiny_run)))
+    script = str(REPO / "perf" / "compare.py")
+    for change in ({"complete": False}, {"failures": [{"case": "x", "impl": "y", "stage": "check", "error": "z"}]}):
+        run = tmp_path / "run.json"
+        run.write_text(json.dumps({**_steady(tiny_run), **change}))
+        res = subprocess.run([sys.executable, script, str(run), str(base)], capture_output=True, text=True)
+        assert res.returncode == 1 and "REGRESSED" not in res.stdout, res.stdout
+
+
+def test_summary_targets_memory_and_merge(tiny_run, tmp_path):
+    s = summary_mod.summarise([tiny_run])
+    ops = {r["op"] for r in s["targets"]}
+    assert ops == {"frame_causal_attention", "adaln_zero", "vq_lookup"}
+    assert all(r["info_only"] for r in s["targets"])  # a CPU run: the GPU targets are information only
+    assert all(r["impl"] != "reference" for r in s["targets"])
+    # CPU FlexAttention has no backward: that target is N/A there, not FAIL
+    assert {r["status"] for r in s["targets"] if r["metric"] == "vs flex_attention" and r["mode"] != "fwd"} <= {"N/A"}
+    assert {(m["case"], m["impl"]) for m in s["memory"]} >= {("attn_tiny", "reference"), ("vq_tiny", "cdist_argmin")}
+    text = summary_mod.format_summary(s)
+    assert "== targets" in text and "== memory" in text
+
+    # A fake H100 run: targets count, the best backend is named, --strict fails on a missed target.
+    h100 = copy.deepcopy(tiny_run)
+    h100["device_class"] = "h100"
+    for rec in h100["results"]:
+        if rec["op"] == "vq_lookup":
+            rec["shape"]["K"] = summary_mod.VQ_TARGET_K
+            rec["ratio_vs"]["cdist_argmin"] = 6.0 if rec["impl"] == "cpp" else 0.5
+    s = summary_mod.summarise([h100])
+    vq_best = next(b for b in s["best"] if b["case"] == "vq_tiny")
+    assert vq_best == {"case": "vq_tiny", "mode": "fwd", "impl": "cpp", "status": "PASS", "info_only": False}
+    assert any("target" in p for p in summary_mod.strict_problems(s))  # tiny attention misses 55% of the floor
+
+    part = copy.deepcopy(tiny_run)
+    part["results"] = [r for r in part["results"] if r["op"] == "vq_lookup"]
+    rest = copy.deepcopy(tiny_run)
+    rest["results"] = [r for r in rest["results"] if r["op"] != "vq_lookup"]
+    rest["complete"] = False
+    merged = summary_mod.merge([part, rest, {"suite": "floors", "floors": {}, "results": []}])
+    assert len(merged["results"]) == len(tiny_run["results"]) and merged["complete"] is False
+    paths = []
+    for i, rec in enumerate((part, rest)):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(rec))
+    res = subprocess.run([sys.executable, str(REPO / "perf" / "summary.py"), *map(str, paths), "--merge",
+                          str(tmp_path / "m.json"), "--strict"], capture_output=True, text=True)
+    assert res.returncode == 1 and "incomplete" in res.stdout, res.stdout  # rest is incomplete
+    assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == len(tiny_run["results"])
+
+
+# ---------------------------------------------------------------------------- gpu_check.sh
+def test_gpu_check_script_parses_and_is_executable():
+    script = REPO / "perf" / "gpu_check.sh"
+    assert script.stat().st_mode & 0o111, "perf/gpu_check.sh must be executable"
+    res = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    text = script.read_text()
+    for needle in ("GPU_CHECK_DRY_RUN", "timeout", "$OUT", "--floors-only", "pytest", "-m gpu", "summary.py"):
+        assert needle in text, needle
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+    """The whole script on CPU (tiny set, no build, kernel tests collected only): ~1-2 minutes."""
+    env = {**os.environ, "GPU_CHECK_DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    res = subprocess.run(["bash", str(REPO / "perf" / "gpu_check.sh")], capture_output=True, text=True, env=env,
+                         timeout=600)
+    steps = {line.split("\t")[0]: line.split("\t")[1] for line in (tmp_path / "steps.tsv").read_text().splitlines()[1:]}
+    for step in ("env", "build-check", "tests-gpu", "floors", "perf-attention", "perf-adaln", "perf-vq",
+                 "tests-kernels", "summary"):
+        log = tmp_path / f"{step}.log"
+        assert steps[step].startswith("ok"), (step, steps, log.read_text()[-3000:] if log.exists() else "no log")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for name in ("floors.json", "perf-attention.json", "perf-adaln.json", "perf-vq.json", "perf-gpu.json",
+                 "summary.txt", "summary.json", "gpu_check.log"):
+        assert (tmp_path / name).is_file(), name
+    merged = json.loads((tmp_path / "perf-gpu.json").read_text())
+    assert {r["op"] for r in merged["results"]} == {"frame_causal_attention", "adaln_zero", "vq_lookup"}
+    assert any(r["impl"] == "compile_reference" for r in merged["results"])
+    assert "== targets" in (tmp_path / "summary.txt").read_text()
