@@ -1,14 +1,22 @@
-"""Summarise perf run records: the issue's GPU targets, the no-quadratic-memory check, failures.
+"""Summarise perf run records: the issue's targets, the no-quadratic-memory check, failures.
 
     python perf/summary.py RUN.json [RUN.json ...] [--json SUMMARY.json] [--merge MERGED.json] [--strict]
 
-Targets (stated for an H100; an H200 counts too; on other devices they are information only), checked
-for every optimised backend (every ``backend`` record except ``reference``) in every mode:
+Targets are checked for every optimised backend (every ``backend`` record except ``reference``).
+GPU targets (stated for an H100; an H200 counts too), in every mode:
 
 - attention:  >= 1.3x FlexAttention (compiled, same block mask) and >= 55% of the measured
   matmul rate of the case's dtype (floor_fraction);
 - AdaLN-zero: >= 85% of the measured copy bandwidth and >= 1.2x torch.compile of the reference;
 - VQ:         >= 5x torch.cdist + argmin, at K = 32768 (other K: information).
+
+CPU targets (stated for the 2-core CI machine), forward + backward where the op has a backward:
+
+- attention:  >= 2x SDPA with the dense boolean mask at B=2, H=4, 8 x 256 tokens, D=64;
+- AdaLN-zero + gated residual: >= 2x the eager reference (at the quick set's B=2, 8 x 256, C=384);
+- VQ:         >= 3x torch.cdist + argmin at M=8192, K=4096, D=128.
+
+Rows at other shapes or on other devices are information only (marked *).
 
 A target's row is PASS / FAIL, or N/A when the run lacks the number (e.g. no compile baseline,
 FlexAttention without backward on CPU). Per (case, mode) the best backend is named. Memory: for
@@ -31,13 +39,38 @@ from pathlib import Path
 ATTN_VS_FLEX, ATTN_FLOOR = 1.3, 0.55
 ADALN_FLOOR, ADALN_VS_COMPILE = 0.85, 1.2
 VQ_VS_CDIST, VQ_TARGET_K = 5.0, 32768
+CPU_ATTN_VS_SDPA, CPU_ATTN_SHAPE = 2.0, {"B": 2, "H": 4, "T": 8, "N": 256, "D": 64}
+CPU_ADALN_VS_EAGER, CPU_ADALN_SHAPE = 2.0, {"B": 2, "T": 8, "N": 256, "C": 384}  # the issue names no shape: quick's
+CPU_VQ_VS_CDIST, CPU_VQ_SHAPE = 3.0, {"M": 8192, "K": 4096, "D": 128}
+GPU_CLASSES = ("h100", "h200")
 #: Backends that build the dense mask / distance matrix by design (the oracle; SDPA with a dense
 #: mask): their memory rows are shown but never fail --strict.
 DENSE_BY_DESIGN = {"reference", "sdpa"}
 
 
-def _targets(rec: dict) -> list[tuple[str, float | None, float]] | None:
+def _cpu_targets(rec: dict) -> list[tuple[str, float | None, float]] | None:
+    ratio = rec["ratio_vs"].get
+    if rec["op"] == "frame_causal_attention" and rec["mode"] == "fwd+bwd":
+        return [("vs sdpa_dense", ratio("sdpa_dense"), CPU_ATTN_VS_SDPA)]
+    if rec["op"] == "adaln_zero" and rec["mode"] == "fwd+bwd":
+        return [("vs eager_reference", ratio("eager_reference"), CPU_ADALN_VS_EAGER)]
+    if rec["op"] == "vq_lookup":
+        return [("vs cdist_argmin", ratio("cdist_argmin"), CPU_VQ_VS_CDIST)]
+    return None
+
+
+def _cpu_target_shape(rec: dict) -> bool:
+    if rec["op"] == "frame_causal_attention":
+        return rec["shape"] == CPU_ATTN_SHAPE
+    if rec["op"] == "adaln_zero":
+        return rec["shape"] == CPU_ADALN_SHAPE
+    return rec["op"] == "vq_lookup" and rec["shape"] == CPU_VQ_SHAPE
+
+
+def _targets(rec: dict, device_class: str | None = None) -> list[tuple[str, float | None, float]] | None:
     """(metric, value or None, threshold) rows of the record's op; None if the op has no target."""
+    if device_class == "cpu":
+        return _cpu_targets(rec)
     ratio = rec["ratio_vs"].get
     if rec["op"] == "frame_causal_attention":
         return [("vs flex_attention", ratio("flex_attention"), ATTN_VS_FLEX),
@@ -68,11 +101,15 @@ def summarise(records: list[dict]) -> dict:
                 memory.append({"case": rec["case"], "impl": rec["impl"], "kind": rec["kind"], "mode": rec["mode"],
                                "peak_mem_bytes": rec.get("peak_mem_bytes"), "peak_rss_bytes": rec.get("peak_rss_bytes"),
                                **rec["mem_check"]})
-            targets = _targets(rec)
+            device_class = run.get("device_class")
+            targets = _targets(rec, device_class)
             if targets is None or rec["kind"] != "backend" or rec["impl"] == "reference":
                 continue
-            info_only = run.get("device_class") not in ("h100", "h200") or (
-                rec["op"] == "vq_lookup" and rec["shape"].get("K") != VQ_TARGET_K)
+            if device_class == "cpu":
+                info_only = not _cpu_target_shape(rec)
+            else:
+                info_only = device_class not in GPU_CLASSES or (
+                    rec["op"] == "vq_lookup" and rec["shape"].get("K") != VQ_TARGET_K)
             row_group = []
             for metric, value, threshold in targets:
                 row = {"case": rec["case"], "op": rec["op"], "mode": rec["mode"], "impl": rec["impl"],
@@ -114,7 +151,7 @@ def format_summary(s: dict) -> str:
         vals = ", ".join(f"{k} {v:.3f}" for k, v in f.items() if isinstance(v, float))
         out.append(f"{f['run']}: {vals or '-'}")
     out.append("")
-    out.append("== targets (H100; other devices: information only, marked *)")
+    out.append("== targets (H100/H200 targets on a GPU, the CPU targets on a CPU; * = information only)")
     if s["targets"]:
         rows = [("case", "mode", "impl", "metric", "value", "target", "status")]
         for r in s["targets"]:

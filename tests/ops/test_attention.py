@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from tolerance import assert_close_to_oracle
+from op_support import assert_attention_backend_matches_reference, backend_device, backend_params, rollout
 
 from lam_fast import ops
 from lam_fast.ops import BackendUnavailable, KVCache, Rope3D, frame_causal_attention
@@ -38,26 +38,28 @@ def test_sdpa_matches_reference(seed, b, h, t, n, d, dtype, use_rope, noncontigu
     rope = Rope3D(d, (1, n)) if use_rope else None
     g = torch.Generator().manual_seed(seed + 1)
     grad = torch.randn(q64.shape, generator=g, dtype=torch.float64)
-
-    def run(backend, dt):
-        xs = [x.detach().to(dt).requires_grad_(True) for x in (q64, k64, v64)]
-        out = frame_causal_attention(*xs, frame_tokens=n, rope=rope, backend=backend)
-        out.backward(grad.to(dt))
-        return [out.detach()] + [x.grad for x in xs]
-
-    oracle = run("reference", torch.float64)
-    ref = run("reference", dtype)
-    got = run("sdpa", dtype)
-    for name, a, r, o in zip(["out", "dq", "dk", "dv"], got, ref, oracle):
-        # unit-normal inputs: gradients that cancel to ~0 (dq when a query sees one key) still carry the
-        # rounding of their terms, dot products over D unit normals: magnitude D
-        assert_close_to_oracle(a, r, o, name=name, scale=float(d))
+    assert_attention_backend_matches_reference("sdpa", dtype, q64, k64, v64, grad, frame_tokens=n, rope=rope)
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa"])
-def test_frame_causality(backend):
-    b, h, t, n, d = 2, 2, 4, 5, 12
-    q, k, v = (x.float() for x in _inputs(0, b, h, t, n, d, torch.float32))
+# (b, h, t, n, d): a small problem for every backend, and for each kernel frames that straddle its tiles
+CAUSALITY_SMALL = (2, 2, 4, 5, 12)
+CAUSALITY_TILE_EDGES = {
+    "cpp": (2, 2, 4, 37, 16),  # 128-row query tiles
+    "triton": (2, 2, 5, 7, 32),  # the 16 x 16 tiles of Triton's interpreter
+}
+CAUSALITY_CASES = [
+    pytest.param(backend.values[0], shape, id=f"{backend.id}-{'x'.join(map(str, shape))}", marks=backend.marks)
+    for backend in backend_params("reference", "sdpa", "cpp", "triton")
+    for shape in (CAUSALITY_SMALL, CAUSALITY_TILE_EDGES.get(backend.values[0]))
+    if shape is not None
+]
+
+
+@pytest.mark.parametrize(("backend", "shape"), CAUSALITY_CASES)
+def test_frame_causality(backend, shape):
+    """Perturbing frames >= t leaves the outputs of frames < t bit-identical (tiles straddle frames)."""
+    b, h, t, n, d = shape
+    q, k, v = (x.float().to(backend_device(backend)) for x in _inputs(0, b, h, t, n, d, torch.float32))
     rope = Rope3D(d, (1, n))
     base = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend=backend)
     for cut in range(1, t):
@@ -87,13 +89,8 @@ def test_kv_cache_equals_full_recompute(max_frames, chunks, backend):
     rope = Rope3D(d, (2, 2))
     full = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend=backend)
     cache = KVCache(max_frames)
-    outs, start = [], 0
-    for c in chunks:
-        sl = slice(start * n, (start + c) * n)
-        outs.append(frame_causal_attention(q[:, :, sl], k[:, :, sl], v[:, :, sl], frame_tokens=n, rope=rope,
-                                           kv_cache=cache, backend=backend))
-        start += c
-    torch.testing.assert_close(torch.cat(outs, dim=2), full, rtol=1e-5, atol=1e-6)
+    cached = rollout(q, k, v, chunks, cache, frame_tokens=n, rope=rope, backend=backend)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-6)
     assert cache.num_frames == 6
 
 

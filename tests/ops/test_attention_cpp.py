@@ -1,4 +1,6 @@
-"""The C++ backend of frame-causal attention (csrc/attention.cpp) against the reference."""
+"""The C++ backend of frame-causal attention (csrc/attention.cpp) against the reference.
+
+Frame causality, checked for every backend, is in test_attention.py."""
 
 import importlib.util
 
@@ -7,7 +9,7 @@ import torch
 from cpp_support import attention_gemm, simd
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tolerance import assert_close_to_oracle
+from op_support import assert_attention_matches_reference, out_and_grads, rollout
 
 if importlib.util.find_spec("lam_fast._C") is None:
     pytest.skip("lam_fast._C is not built: run `pip install -e . --no-build-isolation`", allow_module_level=True)
@@ -36,17 +38,16 @@ def _inputs(seed, b, h, lq, lk, d, *, layout):
 
 def _run(backend, dtype, q64, k64, v64, grad, *, n, rope, offset):
     """Output and (dq, dk, dv) of one backend; a KV cache prefilled with `offset` frames of k/v."""
-    xs = [x.detach().to(dtype).requires_grad_(True) for x in (q64, k64, v64)]
-    q, k, v = xs
-    if offset:
+
+    def attend(q, k, v):
+        if not offset:
+            return frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend=backend)
         cache = KVCache()
         cache.append(k[:, :, : offset * n], v[:, :, : offset * n], n)
-        out = frame_causal_attention(q, k[:, :, offset * n :], v[:, :, offset * n :], frame_tokens=n, rope=rope,
-                                     kv_cache=cache, backend=backend)
-    else:
-        out = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend=backend)
-    out.backward(grad.to(dtype))
-    return [out.detach()] + [x.grad for x in xs]
+        return frame_causal_attention(q, k[:, :, offset * n :], v[:, :, offset * n :], frame_tokens=n, rope=rope,
+                                      kv_cache=cache, backend=backend)
+
+    return out_and_grads(attend, q64, k64, v64, grad, dtype)
 
 
 @settings(max_examples=40)
@@ -75,24 +76,7 @@ def test_matches_reference(seed, b, h, t, offset, n, d, dtype, use_rope, layout,
     ref = _run("reference", dtype, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
     with simd(_C, capability), attention_gemm(_C, gemm_name):
         got = _run("cpp", dtype, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
-    for name, a, r, o in zip(["out", "dq", "dk", "dv"], got, ref, oracle):
-        # as in test_attention.py: cancelling gradients carry the rounding of D-term dot products
-        assert_close_to_oracle(a, r, o, name=name, scale=float(d))
-
-
-def test_frame_causality_is_exact():
-    b, h, t, n, d = 2, 2, 4, 37, 16
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(b, h, t * n, d, generator=g) for _ in range(3))
-    rope = Rope3D(d, (1, n))
-    base = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend="cpp")
-    for cut in range(1, t):
-        q2, k2, v2 = (x.clone() for x in (q, k, v))
-        for x in (q2, k2, v2):
-            x[:, :, cut * n :] += 3.0
-        out = frame_causal_attention(q2, k2, v2, frame_tokens=n, rope=rope, backend="cpp")
-        assert torch.equal(out[:, :, : cut * n], base[:, :, : cut * n])
-        assert not torch.allclose(out[:, :, cut * n :], base[:, :, cut * n :])
+    assert_attention_matches_reference(got, ref, oracle, d)
 
 
 @pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1], [2, 3]])
@@ -102,14 +86,9 @@ def test_kv_cache_equals_full_recompute(chunks):
     q, k, v = (torch.randn(2, 2, 5 * n, d, generator=g) for _ in range(3))
     rope = Rope3D(d, (4, 5))
     full = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend="cpp")
-    cache, outs, start = KVCache(max_frames=5), [], 0
-    for c in chunks:
-        sl = slice(start * n, (start + c) * n)
-        outs.append(frame_causal_attention(q[:, :, sl], k[:, :, sl], v[:, :, sl], frame_tokens=n, rope=rope,
-                                           kv_cache=cache, backend="cpp"))
-        start += c
+    cached = rollout(q, k, v, chunks, KVCache(max_frames=5), frame_tokens=n, rope=rope, backend="cpp")
     # same tiles, same key blocks, same summation order: the cached rollout is bit-identical
-    assert torch.equal(torch.cat(outs, dim=2), full)
+    assert torch.equal(cached, full)
 
 
 def test_backward_does_not_depend_on_the_thread_count():

@@ -3,7 +3,8 @@
 Without a GPU the kernels run on CPU tensors under Triton's interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), one program at a time, so the shapes are small; the interpreter's default tiles
 are 16 x 16, and the launcher tests below also run the GPU tile sizes. With a GPU the same tests run
-on CUDA tensors with the compiled kernels.
+on CUDA tensors with the compiled kernels. Frame causality, checked for every backend, is in
+test_attention.py.
 """
 
 import math
@@ -12,6 +13,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_support import TRITON_DEVICE, assert_attention_backend_matches_reference, assert_attention_matches_reference
+from op_support import out_and_grads, rollout
 from tolerance import assert_close_to_oracle
 
 pytest.importorskip("triton", reason="triton is not installed (the [gpu] extra): no Triton backend to test")
@@ -22,7 +25,7 @@ from lam_fast.ops._dispatch import CALLS  # noqa: E402
 from lam_fast.ops.attention.reference import attention_reference  # noqa: E402
 from lam_fast.ops.attention.triton import attention_triton  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = TRITON_DEVICE
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # (h, w) frame grids; N = h * w in {1, 3, 6, 7, 17}: odd primes straddle every tile edge, and both
 # orientations put the in-frame position on the RoPE h or w axis
@@ -48,55 +51,28 @@ def _problem(seed, b, h, q_frames, cached_frames, n, d, noncontiguous):
     return q64, k64, v64, grad64
 
 
-def _out_and_grads(fn, q64, k64, v64, grad64, dtype):
-    """[out, dq, dk, dv] of fn(q, k, v) in dtype, backpropagating grad64."""
-    xs = [x.detach().to(dtype).requires_grad_(True) for x in (q64, k64, v64)]
-    out = fn(*xs)
-    out.backward(grad64.to(dtype))
-    return [out.detach()] + [x.grad for x in xs]
-
-
-def _assert_matches_reference(got, ref, oracle, d):
-    for name, a, r, o in zip(["out", "dq", "dk", "dv"], got, ref, oracle):
-        # as in test_attention.py: gradients that cancel to ~0 carry the rounding of D-term dot products
-        assert_close_to_oracle(a, r, o, name=name, scale=float(d))
-
-
-@settings(max_examples=30)
-@given(
+# drawn by both property tests
+PROBLEM = dict(
     seed=st.integers(0, 2**31 - 1),
-    b=st.integers(1, 2),
     h=st.integers(1, 2),
-    t=st.integers(1, 4),
     grid=st.sampled_from(GRIDS),
     d=st.sampled_from(HEAD_DIMS),
     dtype=st.sampled_from(DTYPES),
     use_rope=st.booleans(),
-    noncontiguous=st.booleans(),
 )
+
+
+@settings(max_examples=30)
+@given(**PROBLEM, b=st.integers(1, 2), t=st.integers(1, 4), noncontiguous=st.booleans())
 def test_triton_matches_reference(seed, b, h, t, grid, d, dtype, use_rope, noncontiguous):
     n = grid[0] * grid[1]
     q64, k64, v64, grad64 = _problem(seed, b, h, t, 0, n, d, noncontiguous)
     rope = Rope3D(d, grid) if use_rope else None
-
-    def run(backend, dt):
-        fn = lambda q, k, v: frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend=backend)  # noqa: E731
-        return _out_and_grads(fn, q64, k64, v64, grad64, dt)
-
-    _assert_matches_reference(run("triton", dtype), run("reference", dtype), run("reference", torch.float64), d)
+    assert_attention_backend_matches_reference("triton", dtype, q64, k64, v64, grad64, frame_tokens=n, rope=rope)
 
 
 @settings(max_examples=15)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    h=st.integers(1, 2),
-    t=st.integers(1, 3),
-    cached=st.integers(1, 4),
-    grid=st.sampled_from(GRIDS),
-    d=st.sampled_from(HEAD_DIMS),
-    dtype=st.sampled_from(DTYPES),
-    use_rope=st.booleans(),
-)
+@given(**PROBLEM, t=st.integers(1, 3), cached=st.integers(1, 4))
 def test_triton_with_cached_frames_matches_reference(seed, h, t, cached, grid, d, dtype, use_rope):
     """q holds frames [cached, cached + t), k and v frames [0, cached + t) (Lk > Lq): the KV-cache
     path of the kernels, gradients included."""
@@ -106,11 +82,10 @@ def test_triton_with_cached_frames_matches_reference(seed, h, t, cached, grid, d
     args = dict(frame_tokens=n, rope=rope, scale=1 / math.sqrt(d), q_frame_offset=cached)
 
     def run(fn, dt):
-        return _out_and_grads(lambda q, k, v: fn(q, k, v, **args), q64, k64, v64, grad64, dt)
+        return out_and_grads(lambda q, k, v: fn(q, k, v, **args), q64, k64, v64, grad64, dt)
 
     oracle = run(attention_reference, torch.float64)
-    _assert_matches_reference(run(attention_triton, dtype), run(attention_reference, dtype), oracle, d)
-
+    assert_attention_matches_reference(run(attention_triton, dtype), run(attention_reference, dtype), oracle, d)
 
 
 @pytest.mark.parametrize("d", [1, 5, 17])
@@ -119,12 +94,8 @@ def test_odd_head_dims_without_rope(d, dtype):
     """Without RoPE the public op takes any D: the halves are then ceil(D/2) and floor(D/2) wide."""
     n = 3
     q64, k64, v64, grad64 = _problem(d, 2, 1, 3, 0, n, d, noncontiguous=True)
+    assert_attention_backend_matches_reference("triton", dtype, q64, k64, v64, grad64, frame_tokens=n)
 
-    def run(backend, dt):
-        fn = lambda q, k, v: frame_causal_attention(q, k, v, frame_tokens=n, backend=backend)  # noqa: E731
-        return _out_and_grads(fn, q64, k64, v64, grad64, dt)
-
-    _assert_matches_reference(run("triton", dtype), run("reference", dtype), run("reference", torch.float64), d)
 
 def _launch(q, k, v, grad, *, frame_tokens, rope, offset, blocks):
     """The launchers directly (no autograd): [out, dq, dk, dv]."""
@@ -147,26 +118,11 @@ def test_launchers_with_gpu_tile_sizes(blocks, n, dtype):
     ref_args = dict(frame_tokens=n, rope=rope, scale=1 / math.sqrt(d), q_frame_offset=cached)
 
     def reference(dt):
-        return _out_and_grads(lambda q, k, v: attention_reference(q, k, v, **ref_args), q64, k64, v64, grad64, dt)
+        return out_and_grads(lambda q, k, v: attention_reference(q, k, v, **ref_args), q64, k64, v64, grad64, dt)
 
     got = _launch(*(x.to(dtype) for x in (q64, k64, v64, grad64)), frame_tokens=n, rope=rope, offset=cached,
                   blocks=kernels.Blocks(*blocks))
-    _assert_matches_reference(got, reference(dtype), reference(torch.float64), d)
-
-
-def test_frame_causality():
-    """Perturbing frames >= t leaves the outputs of frames < t bit-identical (tiles straddle frames)."""
-    b, h, t, n, d = 2, 2, 5, 7, 32
-    q, k, v, _ = (x.float() for x in _problem(0, b, h, t, 0, n, d, noncontiguous=False))
-    rope = Rope3D(d, (1, n))
-    base = frame_causal_attention(q, k, v, frame_tokens=n, rope=rope, backend="triton")
-    for cut in range(1, t):
-        q2, k2, v2 = (x.clone() for x in (q, k, v))
-        for x in (q2, k2, v2):
-            x[:, :, cut * n :] += 3.0
-        out = frame_causal_attention(q2, k2, v2, frame_tokens=n, rope=rope, backend="triton")
-        assert torch.equal(out[:, :, : cut * n], base[:, :, : cut * n])
-        assert not torch.allclose(out[:, :, cut * n :], base[:, :, cut * n :])
+    assert_attention_matches_reference(got, reference(dtype), reference(torch.float64), d)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy, on the NaN rows
@@ -205,13 +161,8 @@ def test_kv_cache_equals_full_recompute(max_frames, chunks):
                                        backend="reference") for dt in (torch.float32, torch.float64)}
     q, k, v = (x.float() for x in (q64, k64, v64))
     cache = KVCache(max_frames)
-    outs, start = [], 0
-    for c in chunks:
-        sl = slice(start * n, (start + c) * n)
-        outs.append(frame_causal_attention(q[:, :, sl], k[:, :, sl], v[:, :, sl], frame_tokens=n, rope=rope,
-                                           kv_cache=cache, backend="triton"))
-        start += c
-    assert_close_to_oracle(torch.cat(outs, dim=2), full[torch.float32], full[torch.float64], name="out")
+    cached = rollout(q, k, v, chunks, cache, frame_tokens=n, rope=rope, backend="triton")
+    assert_close_to_oracle(cached, full[torch.float32], full[torch.float64], name="out")
     assert cache.num_frames == 6
 
 

@@ -1,12 +1,16 @@
-"""The C++ backend of the VQ nearest-code search: indices exactly equal to the reference."""
+"""The C++ backend of the VQ nearest-code search: indices exactly equal to the reference.
+
+The tests every kernel backend passes (duplicate codes, batch invariance, non-finite and empty
+inputs) are in test_adaln_vq_backends.py; the C++-only ones are here."""
 
 import importlib.util
 
 import pytest
 import torch
-from hypothesis import given
 from cpp_support import simd
+from hypothesis import given
 from hypothesis import strategies as st
+from op_support import DTYPES, LAYOUTS, make_2d
 
 if importlib.util.find_spec("lam_fast._C") is None:
     pytest.skip("lam_fast._C is not built: run `pip install -e . --no-build-isolation`", allow_module_level=True)
@@ -15,20 +19,6 @@ import lam_fast._C as _C  # noqa: E402  (a built but broken extension must fail,
 from lam_fast.ops import vq_lookup  # noqa: E402
 from lam_fast.ops._dispatch import CALLS  # noqa: E402
 from lam_fast.ops.vq.reference import nearest_code_reference  # noqa: E402
-
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-LAYOUTS = ("contiguous", "transposed", "strided")
-
-
-def make(values: torch.Tensor, dtype, layout):
-    """`values` rounded to dtype, stored contiguous / transposed / strided."""
-    if layout == "transposed":
-        return values.to(dtype).T.contiguous().T
-    if layout == "strided":
-        wide = torch.zeros(values.shape[0], 2 * values.shape[1], dtype=dtype)
-        wide[:, ::2] = values.to(dtype)
-        return wide[:, ::2]
-    return values.to(dtype)
 
 
 def nearest_cpp(x, codebook):
@@ -46,8 +36,8 @@ def nearest_cpp(x, codebook):
 )
 def test_indices_equal_reference(seed, m, k, d, dtype, layouts, capability):
     g = torch.Generator().manual_seed(seed)
-    x = make(torch.randn(m, d, generator=g), dtype, layouts[0])
-    codebook = make(torch.randn(k, d, generator=g), dtype, layouts[1])
+    x = make_2d(torch.randn(m, d, generator=g), dtype, layouts[0])
+    codebook = make_2d(torch.randn(k, d, generator=g), dtype, layouts[1])
     with simd(_C, capability):
         got = nearest_cpp(x, codebook)
     assert got.dtype == torch.int64 and got.shape == (m,)
@@ -68,21 +58,6 @@ def test_exact_ties_go_to_the_lowest_index(seed, dtype, capability):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_duplicate_codes_pick_the_first_copy(dtype):
-    g = torch.Generator().manual_seed(3)
-    distinct = torch.randn(40, 24, generator=g).to(dtype)
-    order = torch.randperm(80, generator=g)
-    codebook = torch.cat([distinct, distinct])[order]  # each code twice, at shuffled positions
-    first_copy = torch.full((40,), 80)
-    first_copy.scatter_reduce_(0, torch.arange(80)[order] % 40, torch.arange(80), reduce="amin")
-    x = (distinct.float() + 0.01 * torch.randn(40, 24, generator=g)).to(dtype)
-    got = nearest_cpp(x, codebook)
-    assert torch.equal(got, first_copy)
-    assert torch.equal(got, nearest_code_reference(x, codebook))
-    assert torch.equal(nearest_cpp(distinct, codebook), first_copy)  # distance exactly 0, twice
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_many_rows_and_codes(dtype):
     """Several row tasks and code blocks, for every SIMD kernel set."""
     g = torch.Generator().manual_seed(5)
@@ -92,34 +67,6 @@ def test_many_rows_and_codes(dtype):
     for capability in _C.cpu_capabilities():
         with simd(_C, capability):
             assert torch.equal(nearest_cpp(x, codebook), expected), capability
-
-
-def test_idempotent_batch_invariant_in_range():
-    g = torch.Generator().manual_seed(6)
-    x, codebook = torch.randn(300, 16, generator=g), torch.randn(50, 16, generator=g)
-    idx = nearest_cpp(x, codebook)
-    assert int(idx.min()) >= 0 and int(idx.max()) < 50
-    assert torch.equal(nearest_cpp(codebook[idx], codebook), idx)
-    for start, stop in [(0, 1), (7, 40), (123, 300)]:
-        assert torch.equal(nearest_cpp(x[start:stop], codebook), idx[start:stop])
-
-
-def test_non_finite_and_huge_values_match_reference():
-    """Rows or codes fp32 cannot bound fall back to float64; NaN distances win as in torch.argmin."""
-    g = torch.Generator().manual_seed(7)
-    x, codebook = torch.randn(12, 9, generator=g), torch.randn(20, 9, generator=g)
-    x[1, 3] = float("nan")
-    x[2, 0] = float("inf")
-    x[3, 5] = -float("inf")
-    x[4] *= 1e25  # |x|^2 overflows fp32
-    assert torch.equal(nearest_cpp(x, codebook), nearest_code_reference(x, codebook))
-    codebook[13, 2] = float("nan")
-    assert torch.equal(nearest_cpp(x, codebook), nearest_code_reference(x, codebook))
-
-
-def test_empty_inputs():
-    assert nearest_cpp(torch.randn(0, 4), torch.randn(3, 4)).shape == (0,)
-    assert torch.equal(nearest_cpp(torch.randn(5, 0), torch.randn(3, 0)), torch.zeros(5, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -10,65 +10,25 @@ from __future__ import annotations
 import torch
 
 import lam_fast._C  # noqa: F401  (registers torch.ops.lam_fast.*)
+from lam_fast.ops.adaln import _autograd as _rules
 
 _OPS = torch.ops.lam_fast
 
 
-@torch.library.register_fake("lam_fast::adaln_modulate_fwd")
-def _adaln_modulate_fwd_fake(x, shift, scale, frame_tokens, eps):
-    b, length, c = x.shape
-    stats = (b, length)
-    return x.new_empty((b, length, c)), x.new_empty(stats, dtype=torch.float32), x.new_empty(stats, dtype=torch.float32)
-
-
-@torch.library.register_fake("lam_fast::adaln_modulate_bwd")
-def _adaln_modulate_bwd_fake(grad_out, x, scale, mean, rstd, frame_tokens):
-    return x.new_empty(x.shape), scale.new_empty(scale.shape), scale.new_empty(scale.shape)
-
-
-@torch.library.register_fake("lam_fast::gated_residual_fwd")
-def _gated_residual_fwd_fake(x, y, gate, frame_tokens):
-    return x.new_empty(x.shape)
-
-
-@torch.library.register_fake("lam_fast::gated_residual_bwd")
-def _gated_residual_bwd_fake(grad_out, y, gate, frame_tokens):
-    return y.new_empty(y.shape), gate.new_empty(gate.shape)
-
-
-def _adaln_modulate_setup(ctx, inputs, output):
-    x, _shift, scale, frame_tokens, _eps = inputs
-    _out, mean, rstd = output
-    ctx.save_for_backward(x, scale, mean, rstd)
-    ctx.frame_tokens = frame_tokens
-
-
-def _adaln_modulate_backward(ctx, grad_out, _grad_mean, _grad_rstd):
-    # mean and rstd are saved statistics, not results: the public op never returns them.
-    x, scale, mean, rstd = ctx.saved_tensors
-    if grad_out is None:
-        grad_out = torch.zeros_like(x)
-    grad_x, grad_shift, grad_scale = _OPS.adaln_modulate_bwd(grad_out, x, scale, mean, rstd, ctx.frame_tokens)
-    return grad_x, grad_shift, grad_scale, None, None
-
-
-def _gated_residual_setup(ctx, inputs, output):
-    _x, y, gate, frame_tokens = inputs
-    ctx.save_for_backward(y, gate)
-    ctx.frame_tokens = frame_tokens
-
-
-def _gated_residual_backward(ctx, grad_out):
-    y, gate = ctx.saved_tensors
-    grad_y, grad_gate = _OPS.gated_residual_bwd(grad_out, y, gate, ctx.frame_tokens)
-    return grad_out, grad_y, grad_gate, None  # d(x + gate*y)/dx is the identity: no copy
-
-
+# Fake tensors and autograd shared with the Triton ops (same schemas), around this backend's bwd ops.
+torch.library.register_fake("lam_fast::adaln_modulate_fwd", _rules.adaln_modulate_fwd_fake)
+torch.library.register_fake("lam_fast::adaln_modulate_bwd", _rules.adaln_modulate_bwd_fake)
+torch.library.register_fake("lam_fast::gated_residual_fwd", _rules.gated_residual_fwd_fake)
+torch.library.register_fake("lam_fast::gated_residual_bwd", _rules.gated_residual_bwd_fake)
 torch.library.register_autograd(
-    "lam_fast::adaln_modulate_fwd", _adaln_modulate_backward, setup_context=_adaln_modulate_setup
+    "lam_fast::adaln_modulate_fwd",
+    _rules.adaln_modulate_backward(_OPS.adaln_modulate_bwd),
+    setup_context=_rules.adaln_modulate_setup,
 )
 torch.library.register_autograd(
-    "lam_fast::gated_residual_fwd", _gated_residual_backward, setup_context=_gated_residual_setup
+    "lam_fast::gated_residual_fwd",
+    _rules.gated_residual_backward(_OPS.gated_residual_bwd),
+    setup_context=_rules.gated_residual_setup,
 )
 
 

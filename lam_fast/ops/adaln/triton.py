@@ -15,6 +15,7 @@ require_triton()
 import torch  # noqa: E402
 
 from lam_fast._kernels import adaln as _k  # noqa: E402
+from lam_fast.ops.adaln import _autograd as _rules  # noqa: E402
 
 
 @torch.library.custom_op("lam_fast_triton::adaln_modulate_fwd", mutates_args=())
@@ -48,58 +49,17 @@ def _gated_residual_bwd(
     return _k.gated_bwd(grad_out, y, gate, frame_tokens)
 
 
-@_adaln_modulate_fwd.register_fake
-def _(x, shift, scale, frame_tokens, eps):
-    b, length, c = x.shape
-    stats = (b, length)
-    return x.new_empty((b, length, c)), x.new_empty(stats, dtype=torch.float32), x.new_empty(stats, dtype=torch.float32)
-
-
-@_adaln_modulate_bwd.register_fake
-def _(grad_out, x, scale, mean, rstd, frame_tokens):
-    return x.new_empty(x.shape), scale.new_empty(scale.shape), scale.new_empty(scale.shape)
-
-
-@_gated_residual_fwd.register_fake
-def _(x, y, gate, frame_tokens):
-    return x.new_empty(x.shape)
-
-
-@_gated_residual_bwd.register_fake
-def _(grad_out, y, gate, frame_tokens):
-    return y.new_empty(y.shape), gate.new_empty(gate.shape)
-
-
-def _adaln_modulate_setup(ctx, inputs, output):
-    x, _shift, scale, frame_tokens, _eps = inputs
-    _out, mean, rstd = output
-    ctx.save_for_backward(x, scale, mean, rstd)
-    ctx.frame_tokens = frame_tokens
-
-
-def _adaln_modulate_backward(ctx, grad_out, _grad_mean, _grad_rstd):
-    # mean and rstd are saved statistics, not results: the public op never returns them.
-    x, scale, mean, rstd = ctx.saved_tensors
-    if grad_out is None:
-        grad_out = torch.zeros_like(x)
-    grad_x, grad_shift, grad_scale = _adaln_modulate_bwd(grad_out, x, scale, mean, rstd, ctx.frame_tokens)
-    return grad_x, grad_shift, grad_scale, None, None
-
-
-def _gated_residual_setup(ctx, inputs, output):
-    _x, y, gate, frame_tokens = inputs
-    ctx.save_for_backward(y, gate)
-    ctx.frame_tokens = frame_tokens
-
-
-def _gated_residual_backward(ctx, grad_out):
-    y, gate = ctx.saved_tensors
-    grad_y, grad_gate = _gated_residual_bwd(grad_out, y, gate, ctx.frame_tokens)
-    return grad_out, grad_y, grad_gate, None  # d(x + gate*y)/dx is the identity: no copy
-
-
-_adaln_modulate_fwd.register_autograd(_adaln_modulate_backward, setup_context=_adaln_modulate_setup)
-_gated_residual_fwd.register_autograd(_gated_residual_backward, setup_context=_gated_residual_setup)
+# Fake tensors and autograd shared with the C++ ops (same schemas), around this backend's bwd ops.
+_adaln_modulate_fwd.register_fake(_rules.adaln_modulate_fwd_fake)
+_adaln_modulate_bwd.register_fake(_rules.adaln_modulate_bwd_fake)
+_gated_residual_fwd.register_fake(_rules.gated_residual_fwd_fake)
+_gated_residual_bwd.register_fake(_rules.gated_residual_bwd_fake)
+_adaln_modulate_fwd.register_autograd(
+    _rules.adaln_modulate_backward(_adaln_modulate_bwd), setup_context=_rules.adaln_modulate_setup
+)
+_gated_residual_fwd.register_autograd(
+    _rules.gated_residual_backward(_gated_residual_bwd), setup_context=_rules.gated_residual_setup
+)
 
 
 def adaln_modulate_triton(x, shift, scale, *, frame_tokens: int, eps: float):
