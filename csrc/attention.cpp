@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -137,6 +138,16 @@ const P* as_tile(const cpu::KernelTable& kt, const float* src, int64_t rows, int
     return buf;
   }
 }
+
+// Scratch that is fully written before it is read: no zero-fill (std::vector would memset it).
+template <typename T>
+struct Scratch {
+  std::unique_ptr<T[]> p;
+  explicit Scratch(int64_t n) : p(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]) {}
+  T* data() { return p.get(); }
+  const T* data() const { return p.get(); }
+  T& operator[](int64_t i) { return p[i]; }
+};
 
 // (B, H, L, D) tensor of any strides, one (b, h) slice at a time.
 template <typename T>
@@ -247,7 +258,7 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope&
   const Slice<T> qs = slice_of<T>(q), ks = slice_of<T>(k), vs = slice_of<T>(v);
   const int64_t D = g.D, BH = g.B * g.H;
   // Rotated keys and values as tiles, once per (b, h): O(L D), the packing every GEMM does.
-  std::vector<P> kp(BH * g.Lk * D), vp(BH * g.Lk * D);
+  Scratch<P> kp(BH * g.Lk * D), vp(BH * g.Lk * D);
   const Rope none;
   const int64_t row_blocks = (g.Lk + kTileK - 1) / kTileK;
   at::parallel_for(0, BH * row_blocks, 1, [&](int64_t begin, int64_t end) {
@@ -264,8 +275,11 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope&
   T* o = out.mutable_data_ptr<T>();
   float* lse_p = lse.mutable_data_ptr<float>();
   at::parallel_for(0, BH * frames * tiles_per_frame, 1, [&](int64_t begin, int64_t end) {
-    std::vector<P> qt(kTileQ * D), p16(std::is_same_v<P, float> ? 0 : kTileQ * kTileK);
-    std::vector<float> acc(kTileQ * D), s(kTileQ * kTileK), m(kTileQ), l(kTileQ), alpha(kTileQ);
+    // tiles no larger than the problem: tq x tk scores, row stride tk
+    const int64_t tq = std::min(kTileQ, g.N), tk = std::min(kTileK, g.Lk);
+    Scratch<P> qt(tq * D), p16(std::is_same_v<P, float> ? 0 : tq * tk);
+    Scratch<float> s(tq * tk), m(tq), l(tq), alpha(tq);
+    std::vector<float> acc(tq * D);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bh = t / (frames * tiles_per_frame), rest = t % (frames * tiles_per_frame);
       const int64_t i0 = (rest / tiles_per_frame) * g.N + (rest % tiles_per_frame) * kTileQ;
@@ -273,20 +287,20 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Rope&
       const int64_t kend = g.key_end(i0);
       pack_rows(qs, bh / g.H, bh % g.H, i0, rows, D, rope, g.offset * g.N + i0, qt.data());
       std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
-      std::fill(l.begin(), l.end(), 0.0f);
+      std::fill_n(m.data(), tq, -std::numeric_limits<float>::infinity());
+      std::fill_n(l.data(), tq, 0.0f);
       const P* kb = kp.data() + bh * g.Lk * D;
       const P* vb = vp.data() + bh * g.Lk * D;
-      for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
-        const int64_t cols = std::min(kTileK, kend - j0);
-        gemm(false, true, rows, cols, D, scale, qt.data(), D, kb + j0 * D, D, 0.0f, s.data(), kTileK);
-        kt.attn_softmax_online(s.data(), rows, cols, kTileK, m.data(), l.data(), alpha.data());
+      for (int64_t j0 = 0; j0 < kend; j0 += tk) {
+        const int64_t cols = std::min(tk, kend - j0);
+        gemm(false, true, rows, cols, D, scale, qt.data(), D, kb + j0 * D, D, 0.0f, s.data(), tk);
+        kt.attn_softmax_online(s.data(), rows, cols, tk, m.data(), l.data(), alpha.data());
         if (j0 > 0) {
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t d = 0; d < D; ++d) acc[r * D + d] *= alpha[r];
         }
-        const P* pt = as_tile<P>(kt, s.data(), rows, cols, kTileK, p16.data());
-        gemm(false, false, rows, D, cols, 1.0f, pt, kTileK, vb + j0 * D, D, 1.0f, acc.data(), D);
+        const P* pt = as_tile<P>(kt, s.data(), rows, cols, tk, p16.data());
+        gemm(false, false, rows, D, cols, 1.0f, pt, tk, vb + j0 * D, D, 1.0f, acc.data(), D);
       }
       T* orow = o + (bh * g.Lq + i0) * D;
       for (int64_t r = 0; r < rows; ++r) {
@@ -341,9 +355,11 @@ void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, con
   T* dk_p = dk.mutable_data_ptr<T>();
   T* dv_p = dv.mutable_data_ptr<T>();
   at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<P> qr(Lq * D), go(Lq * D), kr(Lk * D), vr(Lk * D);
-    std::vector<P> p16(std::is_same_v<P, float> ? 0 : kTileQ * kTileK), ds16(p16.size());
-    std::vector<float> delta(Lq), dqr(Lq * D), dkr(Lk * D), dvr(Lk * D), p(kTileQ * kTileK), dp(kTileQ * kTileK);
+    const int64_t tq = std::min(kTileQ, N), tk = std::min(kTileK, Lk);  // score tiles tq x tk, row stride tk
+    Scratch<P> qr(Lq * D), go(Lq * D), kr(Lk * D), vr(Lk * D);
+    Scratch<P> p16(std::is_same_v<P, float> ? 0 : tq * tk), ds16(std::is_same_v<P, float> ? 0 : tq * tk);
+    Scratch<float> delta(Lq), p(tq * tk), dp(tq * tk);
+    std::vector<float> dqr(Lq * D), dkr(Lk * D), dvr(Lk * D);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / g.H, h = bh % g.H;
       pack_rows(qs, b, h, 0, Lq, D, rope, g.offset * N, qr.data());
@@ -363,23 +379,23 @@ void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, con
       std::fill(dvr.begin(), dvr.end(), 0.0f);
       const float* lse_bh = lse_p + bh * Lq;
       for (int64_t i0 = 0; i0 < Lq;) {
-        const int64_t rows = std::min({kTileQ, Lq - i0, (i0 / N + 1) * N - i0});  // one frame per tile
+        const int64_t rows = std::min({tq, Lq - i0, (i0 / N + 1) * N - i0});  // one frame per tile
         const int64_t kend = g.key_end(i0);
         const P* qi = qr.data() + i0 * D;
         const P* gi = go.data() + i0 * D;
-        for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
-          const int64_t cols = std::min(kTileK, kend - j0);
+        for (int64_t j0 = 0; j0 < kend; j0 += tk) {
+          const int64_t cols = std::min(tk, kend - j0);
           const P* kj = kr.data() + j0 * D;
           const P* vj = vr.data() + j0 * D;
-          gemm(false, true, rows, cols, D, scale, qi, D, kj, D, 0.0f, p.data(), kTileK);  // S
-          kt.attn_exp_sub(p.data(), rows, cols, kTileK, lse_bh + i0);                      // P
-          const P* pt = as_tile<P>(kt, p.data(), rows, cols, kTileK, p16.data());
-          gemm(true, false, cols, D, rows, 1.0f, pt, kTileK, gi, D, 1.0f, dvr.data() + j0 * D, D);  // dV += P^T dO
-          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), kTileK);             // dP
-          kt.attn_softmax_grad(dp.data(), p.data(), rows, cols, kTileK, delta.data() + i0);         // dS
-          const P* dst = as_tile<P>(kt, dp.data(), rows, cols, kTileK, ds16.data());
-          gemm(false, false, rows, D, cols, scale, dst, kTileK, kj, D, 1.0f, dqr.data() + i0 * D, D);  // dQ
-          gemm(true, false, cols, D, rows, scale, dst, kTileK, qi, D, 1.0f, dkr.data() + j0 * D, D);   // dK
+          gemm(false, true, rows, cols, D, scale, qi, D, kj, D, 0.0f, p.data(), tk);  // S
+          kt.attn_exp_sub(p.data(), rows, cols, tk, lse_bh + i0);                      // P
+          const P* pt = as_tile<P>(kt, p.data(), rows, cols, tk, p16.data());
+          gemm(true, false, cols, D, rows, 1.0f, pt, tk, gi, D, 1.0f, dvr.data() + j0 * D, D);  // dV += P^T dO
+          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), tk);             // dP
+          kt.attn_softmax_grad(dp.data(), p.data(), rows, cols, tk, delta.data() + i0);         // dS
+          const P* dst = as_tile<P>(kt, dp.data(), rows, cols, tk, ds16.data());
+          gemm(false, false, rows, D, cols, scale, dst, tk, kj, D, 1.0f, dqr.data() + i0 * D, D);  // dQ
+          gemm(true, false, cols, D, rows, scale, dst, tk, qi, D, 1.0f, dkr.data() + j0 * D, D);   // dK
         }
         i0 += rows;
       }

@@ -21,6 +21,9 @@ TORCH_LIBRARY(lam_fast, m) {
         " -> (Tensor grad_y, Tensor grad_gate)",
         tags);
   m.def("vq_nearest(Tensor x, Tensor codebook) -> Tensor", tags);
+  m.def("vq_quantize(Tensor x, Tensor codebook)"
+        " -> (Tensor quantized, Tensor indices, Tensor commitment_loss, Tensor codebook_loss)",
+        tags);
   m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, int frame_tokens, int q_frame_offset,"
         " float scale) -> (Tensor out, Tensor lse)",
         tags);

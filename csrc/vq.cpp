@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "cpu_common.h"
@@ -251,7 +252,52 @@ Tensor vq_nearest_cpu(const Tensor& x_, const Tensor& codebook_) {
   return out;
 }
 
+// The whole lookup: nearest codes, then one pass that gathers each row's code and its squared
+// error (fp32 products, float64 sums). Both losses have the value mean |x - code|^2 (x's dtype);
+// they are separate outputs because their gradients differ (commitment to x, codebook loss to the
+// codes): the autograd is registered in Python (lam_fast/ops/vq/_autograd.py).
+template <typename T>
+void gather_codes(const Tensor& x, const Tensor& codebook, const int64_t* idx, Tensor& codes, double* row_err) {
+  const int64_t M = x.size(0), D = x.size(1);
+  const T* xp = x.const_data_ptr<T>();
+  const T* cp = codebook.const_data_ptr<T>();
+  T* out = codes.mutable_data_ptr<T>();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* c = cp + idx[r] * D;
+      const T* xr = xp + r * D;
+      double sum = 0.0;
+      for (int64_t d = 0; d < D; ++d) {
+        out[r * D + d] = c[d];
+        const float diff = static_cast<float>(xr[d]) - static_cast<float>(c[d]);
+        sum += static_cast<double>(diff * diff);
+      }
+      row_err[r] = sum;
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> vq_quantize_cpu(const Tensor& x_, const Tensor& codebook_) {
+  Tensor indices = vq_nearest_cpu(x_, codebook_);  // validates x and codebook
+  const Tensor x = x_.contiguous(), codebook = codebook_.contiguous();
+  const int64_t M = x.size(0);
+  Tensor codes = at::empty(x.sizes(), x.options());
+  std::vector<double> row_err(M);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "vq_quantize_cpu", [&] {
+    gather_codes<scalar_t>(x, codebook, indices.const_data_ptr<int64_t>(), codes, row_err.data());
+  });
+  double total = 0.0;
+  for (double e : row_err) total += e;  // fixed order: the loss does not depend on the thread count
+  // M = 0 or D = 0: NaN, as F.mse_loss of empty tensors
+  const double mean = x.numel() == 0 ? std::numeric_limits<double>::quiet_NaN() : total / double(x.numel());
+  Tensor loss = at::scalar_tensor(mean, x.options());
+  return {codes, indices, loss, loss.clone()};
+}
+
 }  // namespace
 }  // namespace lam_fast
 
-TORCH_LIBRARY_IMPL(lam_fast, CPU, m) { m.impl("vq_nearest", &lam_fast::vq_nearest_cpu); }
+TORCH_LIBRARY_IMPL(lam_fast, CPU, m) {
+  m.impl("vq_nearest", &lam_fast::vq_nearest_cpu);
+  m.impl("vq_quantize", &lam_fast::vq_quantize_cpu);
+}

@@ -2,11 +2,14 @@
 one test parametrized over the backends (a backend whose module is missing skips with the reason).
 The backend-only tests are in test_adaln_cpp.py, test_vq_cpp.py and test_adaln_vq_triton.py."""
 
+import functools
 import importlib
 
 import pytest
 import torch
-from op_support import DTYPES, adaln_args, backend_device, backend_params, make, make_2d
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from op_support import DTYPES, LAYOUTS, adaln_args, backend_device, backend_params, leaves, make, make_2d
 from tolerance import assert_close_to_oracle
 
 from lam_fast.ops import adaln_modulate, gated_residual, vq_lookup
@@ -144,3 +147,59 @@ def test_torch_compile_fullgraph(backend):
     torch.testing.assert_close(loss, loss_e)
     for a, b in zip(compiled_inputs, eager_inputs):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+@settings(max_examples=30)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    m=st.sampled_from([1, 17, 70]),
+    k=st.sampled_from([1, 5, 65]),
+    d=st.sampled_from([1, 7, 33]),
+    dtype=st.sampled_from(DTYPES),
+    layout=st.sampled_from(LAYOUTS),
+)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_vq_outputs_and_gradients_match_oracle(backend, seed, m, k, d, dtype, layout):
+    """quantized, both losses, x.grad and codebook.grad against the reference path
+    ``vq_losses(x, codebook, nearest_code_reference(x, codebook))`` and its fp64 oracle."""
+    g, device = torch.Generator().manual_seed(seed), backend_device(backend)
+    x = make_2d(torch.randn(m, d, generator=g), dtype, layout, device)
+    codebook = make_2d(torch.randn(k, d, generator=g), dtype, layout, device)
+    upstream = torch.randn(m, d, generator=g).to(device)
+    weights = torch.rand(2, generator=g) + 0.5
+
+    def run(backend, cast=None):
+        inputs = leaves(x, codebook, dtype=cast)
+        out = vq_lookup(*inputs, backend=backend)
+        loss = (out.quantized * upstream.to(out.quantized.dtype)).sum()
+        loss = loss + weights[0].item() * out.commitment_loss + weights[1].item() * out.codebook_loss
+        return out, torch.autograd.grad(loss, inputs)
+
+    out, grads = run(backend)
+    ref, ref_grads = run("reference")
+    oracle, oracle_grads = run("reference", torch.float64)
+    assert torch.equal(out.indices, oracle.indices)
+    assert torch.equal(out.quantized, codebook[out.indices])  # the forward value is the code itself
+    for name in ("quantized", "commitment_loss", "codebook_loss"):
+        assert_close_to_oracle(getattr(out, name), getattr(ref, name), getattr(oracle, name), name=name)
+    for name, got, want, exact in zip(("x.grad", "codebook.grad"), grads, ref_grads, oracle_grads):
+        assert_close_to_oracle(got, want, exact, name=name)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_vq_straight_through_and_separate_loss_gradients(backend):
+    g, device = torch.Generator().manual_seed(0), backend_device(backend)
+    x, codebook = leaves(*(make_2d(torch.randn(n, 4, generator=g), torch.float32, "contiguous", device) for n in (6, 5)))
+    out = vq_lookup(x, codebook, backend=backend)
+    upstream = make_2d(torch.randn(6, 4, generator=g), torch.float32, "contiguous", device)
+    grad = functools.partial(torch.autograd.grad, inputs=(x, codebook), allow_unused=True, retain_graph=True)
+    grad_x, grad_codebook = grad((out.quantized * upstream).sum())
+    assert torch.equal(grad_x, upstream)  # straight through: identity gradient to x
+    assert grad_codebook is None or torch.count_nonzero(grad_codebook) == 0
+    grad_x, grad_codebook = grad(out.commitment_loss)
+    assert grad_codebook is None or torch.count_nonzero(grad_codebook) == 0
+    grad_x, grad_codebook = grad(out.codebook_loss)
+    assert grad_x is None or torch.count_nonzero(grad_x) == 0
+    unused = torch.ones(5, dtype=torch.bool, device=device)
+    unused[out.indices] = False
+    assert torch.count_nonzero(grad_codebook[unused]) == 0  # only chosen codes receive gradient

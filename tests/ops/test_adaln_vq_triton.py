@@ -185,60 +185,6 @@ def test_vq_exact_ties_go_to_the_lowest_index(seed, dtype):
     assert torch.equal(got, nearest_code_reference(x, codebook).cpu())
 
 
-@settings(max_examples=30)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    m=st.sampled_from([1, 17, 70]),
-    k=st.sampled_from([1, 5, 65]),
-    d=st.sampled_from([1, 7, 33]),
-    dtype=st.sampled_from(DTYPES),
-    layout=st.sampled_from(LAYOUTS),
-)
-def test_vq_outputs_and_gradients_match_oracle(seed, m, k, d, dtype, layout):
-    """quantized, both losses, x.grad and codebook.grad against the reference path
-    ``vq_losses(x, codebook, nearest_code_reference(x, codebook))`` and its fp64 oracle."""
-    g = torch.Generator().manual_seed(seed)
-    x = make_2d(torch.randn(m, d, generator=g), dtype, layout)
-    codebook = make_2d(torch.randn(k, d, generator=g), dtype, layout)
-    upstream = torch.randn(m, d, generator=g).to(DEVICE)
-    weights = torch.rand(2, generator=g) + 0.5
-
-    def run(backend, cast=None):
-        inputs = leaves(x, codebook, dtype=cast)
-        out = vq_lookup(*inputs, backend=backend)
-        loss = (out.quantized * upstream.to(out.quantized.dtype)).sum()
-        loss = loss + weights[0].item() * out.commitment_loss + weights[1].item() * out.codebook_loss
-        return out, torch.autograd.grad(loss, inputs)
-
-    out, grads = run("triton")
-    ref, ref_grads = run("reference")
-    oracle, oracle_grads = run("reference", torch.float64)
-    assert torch.equal(out.indices, oracle.indices)
-    assert torch.equal(out.quantized, codebook[out.indices])  # the forward value is the code itself
-    for name in ("quantized", "commitment_loss", "codebook_loss"):
-        assert_close_to_oracle(getattr(out, name), getattr(ref, name), getattr(oracle, name), name=name)
-    for name, got, want, exact in zip(("x.grad", "codebook.grad"), grads, ref_grads, oracle_grads):
-        assert_close_to_oracle(got, want, exact, name=name)
-
-
-def test_vq_straight_through_and_separate_loss_gradients():
-    g = torch.Generator().manual_seed(0)
-    x, codebook = leaves(*(make_2d(torch.randn(n, 4, generator=g), torch.float32, "contiguous") for n in (6, 5)))
-    out = vq_lookup(x, codebook, backend="triton")
-    upstream = make_2d(torch.randn(6, 4, generator=g), torch.float32, "contiguous")
-    grad = functools.partial(torch.autograd.grad, inputs=(x, codebook), allow_unused=True, retain_graph=True)
-    grad_x, grad_codebook = grad((out.quantized * upstream).sum())
-    assert torch.equal(grad_x, upstream)  # straight through: identity gradient to x
-    assert grad_codebook is None or torch.count_nonzero(grad_codebook) == 0
-    grad_x, grad_codebook = grad(out.commitment_loss)
-    assert grad_codebook is None or torch.count_nonzero(grad_codebook) == 0
-    grad_x, grad_codebook = grad(out.codebook_loss)
-    assert grad_x is None or torch.count_nonzero(grad_x) == 0
-    unused = torch.ones(5, dtype=torch.bool, device=DEVICE)
-    unused[out.indices] = False
-    assert torch.count_nonzero(grad_codebook[unused]) == 0  # only chosen codes receive gradient
-
-
 # ---- backend plumbing ----------------------------------------------------------------------------
 
 

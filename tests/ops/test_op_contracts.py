@@ -98,6 +98,11 @@ def _vq_samples(device):
                                      (torch.bfloat16, (5, 64, 33))]]
 
 
+def _vq_quantize_samples(device):
+    """As _vq_samples, with x and codebook requiring grad (the op has a registered autograd)."""
+    return [tuple(t.requires_grad_(True) for t in args) for args in _vq_samples(device)]
+
+
 # ---- attention: lam_fast::attention_fwd / lam_fast::attention_bwd (csrc/attention.cpp) -----------
 # Schemas: attention_fwd(q, k, v, cos?, sin?, frame_tokens, q_frame_offset, scale) -> (out, lse);
 # attention_bwd(grad_out, q, k, v, out, lse, cos?, sin?, frame_tokens, q_frame_offset, scale)
@@ -140,6 +145,7 @@ SAMPLES: dict[str, Callable[[str], list[tuple]]] = {
     "lam_fast::gated_residual_fwd": _gated_fwd_samples,
     "lam_fast::gated_residual_bwd": _gated_bwd_samples,
     "lam_fast::vq_nearest": _vq_samples,
+    "lam_fast::vq_quantize": _vq_quantize_samples,
     # ---- attention (csrc/attention.cpp) ----
     "lam_fast::attention_fwd": _attention_fwd_samples,
     "lam_fast::attention_bwd": _attention_bwd_samples,

@@ -35,9 +35,9 @@ def _load_reference():
 
 
 def _load_cpp():
-    from lam_fast.ops.vq.cpp import nearest_code_cpp
+    from lam_fast.ops.vq.cpp import vq_lookup_cpp
 
-    return _with_losses(nearest_code_cpp)
+    return vq_lookup_cpp
 
 
 def _load_cuda():
