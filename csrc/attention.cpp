@@ -170,24 +170,37 @@ struct Rope {
 };
 
 // dst[r, :] = rotate(src row (b, h, l0 + r)) as P (rotation in fp32, one rounding), rows [0, n),
-// row stride D. pos0: the absolute token position of row l0 (indexes the rope tables).
-template <typename T, typename P>
-void pack_rows(const Slice<T>& src, int64_t b, int64_t h, int64_t l0, int64_t n, int64_t D, const Rope& rope,
-               int64_t pos0, P* dst) {
+// row stride D. pos0: the absolute token position of row l0 (indexes the rope tables). kUnit: the
+// source's last dim is contiguous (the usual case), so the compiler can vectorise the row loops.
+template <bool kUnit, typename T, typename P>
+void pack_rows_impl(const Slice<T>& src, int64_t b, int64_t h, int64_t l0, int64_t n, int64_t D, const Rope& rope,
+                    int64_t pos0, P* dst) {
+  const int64_t sd = kUnit ? 1 : src.sd;
   for (int64_t r = 0; r < n; ++r) {
     const T* x = src.at(b, h, l0 + r);
     P* o = dst + r * D;
     if (!rope.on()) {
-      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<P>(static_cast<float>(x[d * src.sd]));
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<P>(static_cast<float>(x[d * sd]));
       continue;
     }
-    const float* c = rope.cos + (pos0 + r) * rope.half;
-    const float* s = rope.sin + (pos0 + r) * rope.half;
-    for (int64_t j = 0; j < rope.half; ++j) {
-      const float x1 = static_cast<float>(x[j * src.sd]), x2 = static_cast<float>(x[(j + rope.half) * src.sd]);
+    const int64_t half = rope.half;
+    const float* c = rope.cos + (pos0 + r) * half;
+    const float* s = rope.sin + (pos0 + r) * half;
+    for (int64_t j = 0; j < half; ++j) {
+      const float x1 = static_cast<float>(x[j * sd]), x2 = static_cast<float>(x[(j + half) * sd]);
       o[j] = static_cast<P>(x1 * c[j] - x2 * s[j]);
-      o[j + rope.half] = static_cast<P>(x2 * c[j] + x1 * s[j]);
+      o[j + half] = static_cast<P>(x2 * c[j] + x1 * s[j]);
     }
+  }
+}
+
+template <typename T, typename P>
+void pack_rows(const Slice<T>& src, int64_t b, int64_t h, int64_t l0, int64_t n, int64_t D, const Rope& rope,
+               int64_t pos0, P* dst) {
+  if (src.sd == 1) {
+    pack_rows_impl<true>(src, b, h, l0, n, D, rope, pos0, dst);
+  } else {
+    pack_rows_impl<false>(src, b, h, l0, n, D, rope, pos0, dst);
   }
 }
 
@@ -388,11 +401,11 @@ void backward_impl(const Tensor& grad_out, const Tensor& q, const Tensor& k, con
           const P* kj = kr.data() + j0 * D;
           const P* vj = vr.data() + j0 * D;
           gemm(false, true, rows, cols, D, scale, qi, D, kj, D, 0.0f, p.data(), tk);  // S
-          kt.attn_exp_sub(p.data(), rows, cols, tk, lse_bh + i0);                      // P
+          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), tk);   // dP
+          // one pass: P = exp(S - lse) into p, dS = P (dP - delta) into dp
+          kt.attn_softmax_bwd(p.data(), dp.data(), rows, cols, tk, lse_bh + i0, delta.data() + i0);
           const P* pt = as_tile<P>(kt, p.data(), rows, cols, tk, p16.data());
           gemm(true, false, cols, D, rows, 1.0f, pt, tk, gi, D, 1.0f, dvr.data() + j0 * D, D);  // dV += P^T dO
-          gemm(false, true, rows, cols, D, 1.0f, gi, D, vj, D, 0.0f, dp.data(), tk);             // dP
-          kt.attn_softmax_grad(dp.data(), p.data(), rows, cols, tk, delta.data() + i0);         // dS
           const P* dst = as_tile<P>(kt, dp.data(), rows, cols, tk, ds16.data());
           gemm(false, false, rows, D, cols, scale, dst, tk, kj, D, 1.0f, dqr.data() + i0 * D, D);  // dQ
           gemm(true, false, cols, D, rows, scale, dst, tk, qi, D, 1.0f, dkr.data() + j0 * D, D);   // dK

@@ -94,10 +94,9 @@ struct KernelTable {
   // Online softmax step: updates the running row max m and sum l, writes exp(s - m) and each row's
   // rescaling factor alpha for the output accumulator.
   void (*attn_softmax_online)(float* s, int64_t rows, int64_t cols, int64_t ld, float* m, float* l, float* alpha);
-  // s <- exp(s - sub[row]).
-  void (*attn_exp_sub)(float* s, int64_t rows, int64_t cols, int64_t ld, const float* sub);
-  // dp <- p * (dp - delta[row]).
-  void (*attn_softmax_grad)(float* dp, const float* p, int64_t rows, int64_t cols, int64_t ld, const float* delta);
+  // Softmax backward: p <- exp(p - lse[row]) (scores in, probabilities out), dp <- p * (dp - delta[row]).
+  void (*attn_softmax_bwd)(float* p, float* dp, int64_t rows, int64_t cols, int64_t ld, const float* lse,
+                           const float* delta);
   // dst (rows x cols of dtype, row stride ldd) <- src (fp32, row stride lds), rounded to nearest even.
   void (*attn_round)(DType, const float* src, int64_t rows, int64_t cols, int64_t lds, void* dst, int64_t ldd);
 };

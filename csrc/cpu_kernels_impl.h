@@ -592,26 +592,25 @@ void attn_softmax_online(float* s, int64_t rows, int64_t cols, int64_t ld, float
   }
 }
 
-// s_j <- exp(s_j - sub[r]) for each row r (probabilities from scores and the row log-sum-exp).
-void attn_exp_sub(float* s, int64_t rows, int64_t cols, int64_t ld, const float* sub) {
+// The softmax backward of one tile, per row r: p_j <- exp(s_j - lse[r]) (the probabilities, from
+// the scores in p and the row log-sum-exp), dp_j <- p_j (dp_j - delta[r]) (dS, from dP in dp and
+// delta = rowsum(dO o O)).
+void attn_softmax_bwd(float* p, float* dp, int64_t rows, int64_t cols, int64_t ld, const float* lse,
+                      const float* delta) {
   for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * ld;
-    const vf vsub = vf{} + sub[r];
-    int64_t j = 0;
-    for (; j + W <= cols; j += W) storeu(row + j, vexp(loadu(row + j) - vsub));
-    for (; j < cols; ++j) row[j] = sexp(row[j] - sub[r]);
-  }
-}
-
-// dp_j <- p_j (dp_j - delta[r]): the softmax backward, dS = P o (dP - rowsum(dO o O)).
-void attn_softmax_grad(float* dp, const float* p, int64_t rows, int64_t cols, int64_t ld, const float* delta) {
-  for (int64_t r = 0; r < rows; ++r) {
+    float* prow = p + r * ld;
     float* drow = dp + r * ld;
-    const float* prow = p + r * ld;
-    const vf vd_ = vf{} + delta[r];
+    const vf vl = vf{} + lse[r], vdl = vf{} + delta[r];
     int64_t j = 0;
-    for (; j + W <= cols; j += W) storeu(drow + j, loadu(prow + j) * (loadu(drow + j) - vd_));
-    for (; j < cols; ++j) drow[j] = prow[j] * (drow[j] - delta[r]);
+    for (; j + W <= cols; j += W) {
+      const vf pv = vexp(loadu(prow + j) - vl);
+      storeu(prow + j, pv);
+      storeu(drow + j, pv * (loadu(drow + j) - vdl));
+    }
+    for (; j < cols; ++j) {
+      prow[j] = sexp(prow[j] - lse[r]);
+      drow[j] = prow[j] * (drow[j] - delta[r]);
+    }
   }
 }
 
@@ -657,7 +656,7 @@ void reduce_partials(DType dt, const double* part, int64_t chunks, int64_t C, vo
 
 extern const KernelTable table = {
     LAM_ARCH_NAME, MR,           adaln_fwd,      adaln_bwd,    gated_fwd,         gated_bwd, reduce_partials,
-    vq_scan_impl,  attn_softmax_online, attn_exp_sub, attn_softmax_grad, attn_round,
+    vq_scan_impl,  attn_softmax_online, attn_softmax_bwd, attn_round,
 };
 
 }  // namespace LAM_ARCH
