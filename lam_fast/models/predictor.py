@@ -20,6 +20,12 @@ class PredictorCache:
     def num_frames(self) -> int:
         return self.layers[0].num_frames
 
+    def repeat_batch(self, repeats: int) -> "PredictorCache":
+        """Every layer's cache with each batch entry repeated ``repeats`` times (see KVCache)."""
+        out = PredictorCache(0)
+        out.layers = [layer.repeat_batch(repeats) for layer in self.layers]
+        return out
+
 
 class Predictor(nn.Module):
     """Predicts s_{t+1} for every frame t at once (teacher forcing).

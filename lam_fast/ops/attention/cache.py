@@ -53,6 +53,18 @@ class KVCache:
         self.num_frames = total
         return self._k[:, :, : self.length], self._v[:, :, : self.length]
 
+    def repeat_batch(self, repeats: int) -> "KVCache":
+        """A new cache whose batch entry b * repeats + r is a copy of this cache's entry b (for
+        planning: one observed prefix, many candidate continuations). This cache is unchanged."""
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        out = KVCache(self.max_frames)
+        out.num_frames, out.frame_tokens = self.num_frames, self.frame_tokens
+        if self._k is not None:
+            out._k = self._k.repeat_interleave(repeats, dim=0)
+            out._v = self._v.repeat_interleave(repeats, dim=0)
+        return out
+
     def reset(self) -> None:
         self.num_frames = 0
         if self.max_frames is None:
