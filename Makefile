@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # regressions beyond 1.5x are flagged there; use a lower value on a quiet or GPU machine.
 PERF_TOLERANCE ?= 0.5
 
-.PHONY: install demo test test-slow cuda-check bench-decode perf gpu-check clean
+.PHONY: install demo test test-slow cuda-check bench-decode bench-planning perf gpu-check clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -54,6 +54,12 @@ cuda-check:
 # sample clips; writes perf/results/decode.json (perf/baselines/decode_cpu.json: a committed run).
 bench-decode: install
 	$(PY) perf/bench_decode.py --json perf/results/decode.json
+
+# One CEM plan (the paper's 300 samples x 15 iterations, H = 3) on the tiny preset: the KV-cached,
+# shared-prefix rollout against recomputing every prefix; writes perf/results/planning.json
+# (perf/baselines/planning_cpu.json: a committed run).
+bench-planning: install
+	$(PY) perf/bench_planning.py --json perf/results/planning.json
 
 # Kernel perf regression suite: the quick CPU case set (attention, AdaLN, VQ; every usable backend
 # against SDPA/FlexAttention/eager/cdist baselines of the same run), then its ratios against

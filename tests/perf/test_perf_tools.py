@@ -341,3 +341,14 @@ def test_gpu_check_dry_run(tmp_path):
     assert {r["op"] for r in merged["results"]} == {"frame_causal_attention", "adaln_zero", "vq_lookup"}
     assert any(r["impl"] == "compile_reference" for r in merged["results"])
     assert "== targets" in (tmp_path / "summary.txt").read_text()
+
+
+def test_bench_planning_runs_and_both_modes_agree(tmp_path):
+    """perf/bench_planning.py on a toy CEM: same plan with and without the KV cache, JSON written."""
+    out = tmp_path / "planning.json"
+    subprocess.run([sys.executable, "perf/bench_planning.py", "--samples", "6", "--elites", "2", "--iterations", "1",
+                    "--context", "2", "--rounds", "1", "--json", str(out)], check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert record["same_plan"] is True
+    assert record["ratio_recompute_over_cached"] > 0
+    assert set(record["seconds"]) == {"cached", "recompute"}
