@@ -1,4 +1,4 @@
-"""``lam-fast`` command line: fetch-samples, make-shards, encode, train, backends."""
+"""``lam-fast`` command line: fetch-samples, make-shards, encode, train, eval, backends."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ _DELEGATED = {
     "train": ("lam_fast.training.cli", "main", "train a model (same flags as train/run.py)"),
     "encode": ("lam_fast.data.cache", "encode_main",
                "run the frozen encoder over videos once and write a state cache (train with --data CACHE)"),
+    "eval": ("lam_fast.eval.cli", "main",
+             "the paper's protocols on a trained run: eval leakage|transfer --ckpt RUN --data DIR --json OUT"),
     "make-shards": ("lam_fast.data.shards", "make_shards_main",
                     "pack videos into WebDataset tar shards (train with --data 'dir/name-{000000..000009}.tar')"),
 }
