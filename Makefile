@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) | $(PY)
 install: $(STAMP)
 
 # Fetch the real sample clips, train a tiny sparse model on the CPU under the DeepSpeed launcher,
-# print the summary (loss start/end, checkpoint). TORCHDYNAMO_DISABLE: on a CPU, DeepSpeed's Muon
+# print the summary (loss start/end, checkpoint), then run the leakage and transfer protocols on the
+# real clips and write $(DEMO_OUT)/report.md. TORCHDYNAMO_DISABLE: on a CPU, DeepSpeed's Muon
 # would spend ~50 s torch.compile-ing its Newton-Schulz step for a model this small.
 demo: install
 	$(PY) -m lam_fast.cli fetch-samples --out $(SAMPLES)
@@ -39,6 +40,9 @@ demo: install
 	print(f'demo: loss {r[0][\"loss\"]:.4f} -> {r[-1][\"loss\"]:.4f}, prediction error vs. copying the last state ' \
 	f'{r[0][\"pred/rel_to_copy\"]:.3f} -> {r[-1][\"pred/rel_to_copy\"]:.3f}, skipped files {r[-1][\"data/skipped\"]}'); \
 	print('demo: checkpoint', open('$(DEMO_OUT)/checkpoints/latest').read().strip(), 'in $(DEMO_OUT)/checkpoints')"
+	$(PY) -m lam_fast.cli eval leakage --ckpt $(DEMO_OUT) --data $(SAMPLES) --json $(DEMO_OUT)/eval/leakage.json
+	$(PY) -m lam_fast.cli eval transfer --ckpt $(DEMO_OUT) --data $(SAMPLES) --json $(DEMO_OUT)/eval/transfer.json
+	$(PY) -m lam_fast.cli report $(DEMO_OUT)
 
 test: install
 	$(PY) -m pytest -m "not slow and not gpu" -q $(PYTEST_ARGS)

@@ -41,6 +41,7 @@ _DELEGATED = {
                "run the frozen encoder over videos once and write a state cache (train with --data CACHE)"),
     "eval": ("lam_fast.eval.cli", "main",
              "the paper's protocols on a trained run: eval leakage|transfer --ckpt RUN --data DIR --json OUT"),
+    "report": ("lam_fast.eval.report", "main", "one markdown report of runs and their eval/*.json results"),
     "make-shards": ("lam_fast.data.shards", "make_shards_main",
                     "pack videos into WebDataset tar shards (train with --data 'dir/name-{000000..000009}.tar')"),
 }

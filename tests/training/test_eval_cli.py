@@ -34,3 +34,17 @@ def test_eval_needs_two_clips(run_dir, video_folder, tmp_path):
     with pytest.raises(SystemExit):
         cli_main(["eval", "leakage", "--ckpt", str(run_dir), "--data", str(video_folder),
                   "--json", str(tmp_path / "x.json"), "--clips", "1"])
+
+
+def test_report_collects_runs_and_their_evals(run_dir, video_folder, tmp_path, capsys):
+    for protocol in ("leakage", "transfer"):
+        cli_main(["eval", protocol, "--ckpt", str(run_dir), "--data", str(video_folder),
+                  "--json", str(run_dir / "eval" / f"{protocol}.json"), "--clips", "4"])
+    out = tmp_path / "report.md"
+    assert cli_main(["report", str(run_dir), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| leakage |" in text and "| transfer |" in text and "## Training" in text
+    printed = capsys.readouterr().out
+    assert "leakage ratio" in printed and "transfer ratio" in printed
+    with pytest.raises(SystemExit, match="metrics.jsonl"):
+        cli_main(["report", str(tmp_path)])
