@@ -10,18 +10,21 @@ from lam_fast.models.config import (
     SparseConfig,
     TransformerConfig,
 )
+from lam_fast.models.controller import CrossAttentionController, MLPController
 from lam_fast.models.idm import InverseDynamicsModel
 from lam_fast.models.predictor import Predictor
 from lam_fast.models.regularizers import build_regularizer
 from lam_fast.models.world_model import LatentActionWorldModel
 
 __all__ = [
+    "CrossAttentionController",
     "IDM_PRESETS",
     "PREDICTOR_PRESETS",
     "REGULARIZERS",
     "DiscreteConfig",
     "InverseDynamicsModel",
     "LatentActionWorldModel",
+    "MLPController",
     "ModelConfig",
     "NoisyConfig",
     "Predictor",
