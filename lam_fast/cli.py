@@ -42,8 +42,18 @@ _DELEGATED = {
     "eval": ("lam_fast.eval.cli", "main",
              "the paper's protocols on a trained run: eval leakage|transfer --ckpt RUN --data DIR --json OUT"),
     "report": ("lam_fast.eval.report", "main", "one markdown report of runs and their eval/*.json results"),
+    "train-controller": ("lam_fast.planning.cli", "train_controller_main",
+                         "map real actions to a run's latents on a sim task: --ckpt RUN --data SIM --out DIR --json OUT"),
+    "train-action-model": ("lam_fast.planning.cli", "train_action_model_main",
+                           "the action-conditioned baseline world model on a sim task: --data SIM --out DIR"),
+    "plan": ("lam_fast.planning.cli", "plan_main",
+             "CEM/MPPI planning on a sim task's held-out episodes: --data SIM --json OUT --policy latent|action|random"),
     "make-shards": ("lam_fast.data.shards", "make_shards_main",
                     "pack videos into WebDataset tar shards (train with --data 'dir/name-{000000..000009}.tar')"),
+    "sim": ("lam_fast.data.sim", "main",
+            "action-labelled MuJoCo video: sim generate --task reacher|nav --episodes N --frames T --out DIR"),
+    "train-decoder": ("lam_fast.eval.decoder_cli", "main",
+                      "train a states-to-pixels decoder for a run (writes RUN/decoder): --ckpt RUN --data DIR"),
 }
 
 

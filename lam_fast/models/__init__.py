@@ -10,6 +10,7 @@ from lam_fast.models.config import (
     SparseConfig,
     TransformerConfig,
 )
+from lam_fast.models.action_model import ActionConditionedWorldModel
 from lam_fast.models.controller import CrossAttentionController, MLPController
 from lam_fast.models.idm import InverseDynamicsModel
 from lam_fast.models.predictor import Predictor
@@ -17,6 +18,7 @@ from lam_fast.models.regularizers import build_regularizer
 from lam_fast.models.world_model import LatentActionWorldModel
 
 __all__ = [
+    "ActionConditionedWorldModel",
     "CrossAttentionController",
     "IDM_PRESETS",
     "PREDICTOR_PRESETS",

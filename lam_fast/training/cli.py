@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--vq-reset-every", dest="vq_reset_every", type=int, help="reset unused codes every N training videos")
     a("--encoder", choices=("pixels", "effnet", "vjepa2"))
     a("--encoder-model", dest="encoder_model", help="vjepa2: local directory or hub id of the weights")
+    a("--patch-size", dest="patch_size", type=int, help="pixels encoder: patch side (default 8)")
     a("--image-size", dest="image_size", type=int)
     a("--num-frames", dest="num_frames", type=int)
     a("--fps", type=float)
