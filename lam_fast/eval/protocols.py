@@ -1,11 +1,15 @@
-"""Future-leakage and transfer (cycle-consistency) protocols of PAPER.md section 5, on states.
+"""Evaluation protocols of PAPER.md sections 2 and 5, on states: future leakage, transfer
+(cycle consistency) and capacity.
 
 Errors are mean L1 distances in the encoder's state space (the paper reports LPIPS of decoded
-frames; a pixel decoder is a separate step). Both functions take a batch of clips' states
-(B >= 2, T, N, C) and pair clip i with clip (i + 1) mod B.
+frames; a pixel decoder is a separate step). :func:`leakage` and :func:`transfer` take a batch of
+clips' states (B >= 2, T, N, C) and pair clip i with clip (i + 1) mod B; :func:`capacity` compares
+latent models with the deterministic baseline on the same clips.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -86,4 +90,67 @@ def transfer(model: LatentActionWorldModel, states: torch.Tensor, *, targets: to
         "rollout_steps": states.shape[1] - 1,
         "metric": "mean L1 in state space",
         "imagined_target": imagined,
+    }
+
+
+#: The capacity knob of each regulariser (PAPER.md section 2): (TrainConfig / ModelConfig field,
+#: whether a larger value means *more* capacity). ``none`` (unconstrained z) has no knob.
+CAPACITY_KNOBS: dict[str, tuple[str, bool]] = {
+    "sparse": ("lambda_l1", False),
+    "noisy": ("beta", False),
+    "discrete": ("codebook_size", True),
+}
+
+
+def capacity_knob(model_cfg) -> tuple[str | None, float | int | None]:
+    """``(knob name, value)`` of a :class:`~lam_fast.models.config.ModelConfig` (``(None, None)``
+    for the ``none`` and ``deterministic`` regularisers)."""
+    if model_cfg.reg not in CAPACITY_KNOBS:
+        return None, None
+    name = CAPACITY_KNOBS[model_cfg.reg][0]
+    sub = {"sparse": model_cfg.sparse, "noisy": model_cfg.noisy, "discrete": model_cfg.discrete}[model_cfg.reg]
+    return name, getattr(sub, name)
+
+
+def _one_step_error(model: LatentActionWorldModel, states: torch.Tensor) -> torch.Tensor:
+    """Per-clip (B,) teacher-forced one-step error: every s_{t+1} predicted from s_{0..t} and, for
+    a latent model, the IDM's z_{0..t} inferred on the clip itself."""
+    z = model.infer_actions(states) if model.has_latent else None
+    pred = model.predict(states[:, :-1], z)  # output t predicts s_{t+1}
+    return _l1(pred, states[:, 1:])
+
+
+@torch.no_grad()
+def capacity(models: Iterable[LatentActionWorldModel], baseline_model: LatentActionWorldModel,
+             states: torch.Tensor) -> dict:
+    """Capacity = how much information z carries (PAPER.md section 2), measured as the one-step
+    teacher-forced prediction error with the IDM's latents on the same clips (lower error = higher
+    capacity), next to the deterministic baseline's error (no z at all).
+
+    models: latent models (any regulariser but ``deterministic``); an iterable is consumed one
+    model at a time, so a generator can load them lazily. baseline_model: a deterministic model.
+    states: (B >= 1, T >= 2, N, C). Returns ``{"baseline": {"error", "per_clip"}, "runs": [{"reg",
+    "capacity_knob", "knob_value", "error", "rel_to_baseline", "per_clip"}, ...], "clips",
+    "metric"}`` with ``rel_to_baseline`` = error / baseline error (below 1: z helps).
+    """
+    if states.dim() != 4 or states.shape[0] < 1 or states.shape[1] < 2:
+        raise ValueError(f"states must be (B >= 1, T >= 2, N, C), got {tuple(states.shape)}")
+    if baseline_model.has_latent:
+        raise ValueError(f"the baseline must be a deterministic model (no latent), got reg={baseline_model.cfg.reg!r}")
+    base = _one_step_error(baseline_model, states)
+    base_mean = base.mean()
+    runs = []
+    for i, model in enumerate(models):
+        if not model.has_latent:
+            raise ValueError(f"model {i} is deterministic: capacity compares latent models with the baseline")
+        err = _one_step_error(model, states)
+        knob, value = capacity_knob(model.cfg)
+        runs.append({"reg": model.cfg.reg, "capacity_knob": knob, "knob_value": value, "error": err.mean().item(),
+                     "rel_to_baseline": (err.mean() / base_mean.clamp_min(1e-12)).item(),
+                     "per_clip": err.tolist()})
+    return {
+        "baseline": {"reg": baseline_model.cfg.reg, "error": base_mean.item(), "per_clip": base.tolist()},
+        "runs": runs,
+        "clips": states.shape[0],
+        "metric": "mean L1 in state space, one-step teacher-forced prediction",
     }
