@@ -1,4 +1,4 @@
-"""``lam-fast`` command line: fetch-samples, make-shards, encode, train, eval, backends."""
+"""``lam-fast`` command line: fetch-samples, make-shards, encode, train, eval, report, sim, train-controller, train-action-model, plan, train-decoder, backends."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ _DELEGATED = {
     "encode": ("lam_fast.data.cache", "encode_main",
                "run the frozen encoder over videos once and write a state cache (train with --data CACHE)"),
     "eval": ("lam_fast.eval.cli", "main",
-             "the paper's protocols on a trained run: eval leakage|transfer --ckpt RUN --data DIR --json OUT"),
-    "report": ("lam_fast.eval.report", "main", "one markdown report of runs and their eval/*.json results"),
+             "the paper's protocols: eval leakage|transfer|capacity --ckpt RUN [RUN...] --data DIR --json OUT"),
+    "report": ("lam_fast.eval.report", "main", "one markdown + HTML report of runs, their eval/*.json and figures"),
     "train-controller": ("lam_fast.planning.cli", "train_controller_main",
                          "map real actions to a run's latents on a sim task: --ckpt RUN --data SIM --out DIR --json OUT"),
     "train-action-model": ("lam_fast.planning.cli", "train_action_model_main",

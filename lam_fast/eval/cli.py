@@ -32,8 +32,11 @@ import torch
 SHARED_KEYS = ("encoder", "encoder_model", "patch_size", "image_size", "num_frames", "fps")
 
 
-def _states(encoder, cfg, data: str, clips: int, seed: int, device, minimum: int = 2
-            ) -> tuple[torch.Tensor, list[str]]:
+def load_clips(cfg, data: str, clips: int, seed: int, *, minimum: int = 2, prog: str = "eval"
+               ) -> tuple[list[torch.Tensor], list[str]]:
+    """Up to ``clips`` decodable clips of the run's length, rate and size from ``data`` (clip index i
+    of the dataset, start-time seed ``seed``; unreadable files are skipped and counted) and where
+    each came from. SystemExit naming the data when fewer than ``minimum`` decode."""
     from lam_fast.data import VideoClipDataset
 
     dataset = VideoClipDataset(data, num_frames=cfg.num_frames, fps=cfg.fps, image_size=cfg.image_size, seed=seed)
@@ -47,8 +50,14 @@ def _states(encoder, cfg, data: str, clips: int, seed: int, device, minimum: int
         videos.append(item["video"])
         names.append(str(dataset.clip_location(index)[0].ref))
     if len(videos) < minimum:
-        raise SystemExit(f"eval: need at least {minimum} decodable clips in {data}, found {len(videos)} "
+        raise SystemExit(f"{prog}: need at least {minimum} decodable clips in {data}, found {len(videos)} "
                          f"({len(dataset)} clip slots, {len(dataset.skipped)} files skipped)")
+    return videos, names
+
+
+def _states(encoder, cfg, data: str, clips: int, seed: int, device, minimum: int = 2
+            ) -> tuple[torch.Tensor, list[str]]:
+    videos, names = load_clips(cfg, data, clips, seed, minimum=minimum)
     with torch.no_grad():
         return encoder.encode(torch.stack(videos).to(device)), names
 

@@ -23,21 +23,9 @@ import torch
 
 
 def _clips(cfg, data: str, clips: int, seed: int) -> list[torch.Tensor]:
-    from lam_fast.data import VideoClipDataset
+    from lam_fast.eval.cli import load_clips
 
-    dataset = VideoClipDataset(data, num_frames=cfg.num_frames, fps=cfg.fps, image_size=cfg.image_size, seed=seed)
-    videos = []
-    for index in range(len(dataset)):
-        if len(videos) == clips:
-            break
-        item = dataset[index]
-        if item is None:  # unreadable: skipped and counted by the dataset
-            continue
-        videos.append(item["video"])
-    if len(videos) < 2:
-        raise SystemExit(f"train-decoder: need at least 2 decodable clips in {data} (one is held out), found "
-                         f"{len(videos)} ({len(dataset)} clip slots, {len(dataset.skipped)} files skipped)")
-    return videos
+    return load_clips(cfg, data, clips, seed, minimum=2, prog="train-decoder (one clip is held out)")[0]
 
 
 @torch.no_grad()
