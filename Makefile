@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # regressions beyond 1.5x are flagged there; use a lower value on a quiet or GPU machine.
 PERF_TOLERANCE ?= 0.5
 
-.PHONY: install demo test test-slow cuda-check bench-decode bench-planning perf gpu-check clean
+.PHONY: install demo test test-slow cuda-check bench-decode bench-planning perf gpu-check repro clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -43,6 +43,13 @@ demo: install
 	$(PY) -m lam_fast.cli eval leakage --ckpt $(DEMO_OUT) --data $(SAMPLES) --json $(DEMO_OUT)/eval/leakage.json
 	$(PY) -m lam_fast.cli eval transfer --ckpt $(DEMO_OUT) --data $(SAMPLES) --json $(DEMO_OUT)/eval/transfer.json
 	$(PY) -m lam_fast.cli report $(DEMO_OUT)
+
+# The small reproduction sweep of README "Results": Table 1/2-shaped tables on the real sample clips
+# (6 latent models + the deterministic baseline) and planning on both MuJoCo tasks; resumable.
+REPRO_OUT ?= runs/repro
+repro: install
+	$(PY) train/repro_sweep.py --out $(REPRO_OUT) --stages planning --batch-size 8
+	$(PY) train/repro_sweep.py --out $(REPRO_OUT) --stages tables --steps 150
 
 test: install
 	$(PY) -m pytest -m "not slow and not gpu" -q $(PYTEST_ARGS)
