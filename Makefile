@@ -48,7 +48,7 @@ demo: install
 # (6 latent models + the deterministic baseline) and planning on both MuJoCo tasks; resumable.
 REPRO_OUT ?= runs/repro
 repro: install
-	$(PY) train/repro_sweep.py --out $(REPRO_OUT) --stages planning --batch-size 8
+	$(PY) train/repro_sweep.py --out $(REPRO_OUT) --stages planning --batch-size 8 --sim-steps 800
 	$(PY) train/repro_sweep.py --out $(REPRO_OUT) --stages tables --steps 150
 
 test: install
