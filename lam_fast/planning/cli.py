@@ -10,7 +10,6 @@ See ``lam_fast.planning.sim`` for the split, the protocols and the metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ import torch
 
 
 def _write_json(path: Path, payload: dict) -> None:
+    from lam_fast.training.checkpoint import write_json_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, payload)
 
 
 def _load(data: str, heldout: float):
