@@ -5,6 +5,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import lam_fast
 
@@ -19,15 +22,83 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
-def test_kernels_ship_inside_the_package(tmp_path):
-    # from outside the checkout, only the installed package is importable
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in a fresh interpreter: which `kernels` is imported, and where lam_fast._kernels comes from.
+_WHICH_KERNELS = (
+    "import kernels, lam_fast._kernels as ours\n"
+    "from kernels import CUDAProperties, LayerRepository\n"  # what transformers imports from the hub package
+    "print(kernels.__file__)\n"
+    "print(ours.__file__)\n"
+)
+
+
+def _installed_hub_kernels() -> Path:
+    """The Hugging Face `kernels` package's folder (in site-packages), found without the checkout on sys.path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import importlib.util; print(importlib.util.find_spec('kernels').origin)"
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True)
+    origin = Path(out.stdout.strip()).parent
+    assert origin != ROOT / "kernels" and "site-packages" in origin.parts, origin
+    return origin
+
+
+def _assert_hub_kernels_and_ours(stdout: str) -> None:
+    hub, ours = (Path(line) for line in stdout.split())
+    assert hub.parent == _installed_hub_kernels(), f"`import kernels` gave {hub}, not the Hugging Face package"
+    assert ours == ROOT / "kernels" / "__init__.py"
+
+
+@pytest.mark.parametrize("how", ["checkout-cwd", "checkout-pythonpath", "outside"])
+def test_import_kernels_is_never_our_folder(how, tmp_path):
+    """`python -c` in the checkout (sys.path[0] = ''), the checkout on PYTHONPATH (perf/gpu_check.sh) and
+    a plain run elsewhere all import the hub's `kernels`; ours stays lam_fast._kernels."""
+    pytest.importorskip("kernels")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cwd = ROOT if how == "checkout-cwd" else tmp_path
+    if how == "checkout-pythonpath":
+        env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", _WHICH_KERNELS], cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    _assert_hub_kernels_and_ours(out.stdout)
+
+
+def test_python_m_pytest_in_the_checkout_imports_hub_kernels(tmp_path):
+    """`python -m pytest` from the checkout puts the checkout first on sys.path."""
+    pytest.importorskip("kernels")
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(f"def test_probe():\n    exec({_WHICH_KERNELS!r})\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(probe)], cwd=ROOT,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    _assert_hub_kernels_and_ours("\n".join(line for line in out.stdout.splitlines() if line.startswith("/")))
+
+
+def test_transformers_vjepa2_builds_from_the_checkout():
+    """The regression of issue 11: transformers imports the hub's `kernels` while building V-JEPA 2."""
+    pytest.importorskip("kernels")
+    pytest.importorskip("transformers")
     code = (
-        "import importlib.util, lam_fast._kernels as k\n"
-        "print(k.__name__, importlib.util.find_spec('kernels') is None)"
+        "import transformers.integrations.hub_kernels, lam_fast, transformers\n"
+        "cfg = transformers.VJEPA2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8,\n"
+        "    crop_size=32, tubelet_size=2, frames_per_clip=4, pred_hidden_size=16, pred_num_hidden_layers=1,\n"
+        "    pred_num_attention_heads=2, pred_num_mask_tokens=2, num_pooler_layers=1)\n"
+        "transformers.VJEPA2Model(cfg)\n"
+        "import kernels; print(kernels.__file__)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["lam_fast._kernels", "True"]
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.split()[-1]).parent == _installed_hub_kernels()
+
+
+def test_import_kernels_without_the_hub_package_fails_clearly():
+    """With no other `kernels` on sys.path (-S: no site-packages), the checkout's folder is not importable as one."""
+    out = subprocess.run([sys.executable, "-S", "-c", "import kernels"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "ModuleNotFoundError: No module named 'kernels'" in out.stderr
+    assert "lam_fast._kernels" in out.stderr
 
 
 def test_cli_backends_lists_every_op():

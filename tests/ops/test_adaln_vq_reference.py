@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lam_fast.ops import adaln_modulate, gated_residual, vq_lookup
+from lam_fast.ops.vq.reference import nearest_code_reference
 
 
 def _rand(g, *shape):
@@ -85,3 +86,22 @@ def test_vq_validation():
         vq_lookup(torch.randn(3, 4), torch.randn(5, 3))
     with pytest.raises(TypeError, match="dtype"):
         vq_lookup(torch.randn(3, 4), torch.randn(5, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("codes,dim", [(40, 24), (100, 128), (1000, 24), (1000, 128)])
+def test_vq_reference_ties_identical_codes_wherever_they_sit(codes, dim):
+    """The oracle may not depend on BLAS blocking: every code sits twice in a shuffled codebook (the
+    copies land in different column blocks of any matrix product); rows near a code, and rows exactly
+    on it, get the lower copy. Random rows match the brute force of the definition."""
+    g = torch.Generator().manual_seed(codes + dim)
+    distinct = torch.randn(codes // 2, dim, generator=g)
+    order = torch.randperm(codes, generator=g)
+    codebook = torch.cat([distinct, distinct])[order]
+    first_copy = torch.full((codes // 2,), codes)
+    first_copy.scatter_reduce_(0, torch.arange(codes)[order] % (codes // 2), torch.arange(codes), reduce="amin")
+    near = distinct + 0.01 * torch.randn(codes // 2, dim, generator=g)
+    assert torch.equal(nearest_code_reference(near, codebook), first_copy)
+    assert torch.equal(nearest_code_reference(distinct, codebook), first_copy)
+    y = torch.randn(64, dim, generator=g)
+    brute = ((y.double()[:, None] - codebook.double()[None]) ** 2).sum(-1).argmin(1)
+    assert torch.equal(nearest_code_reference(y, codebook), brute)
