@@ -1,11 +1,19 @@
 # lam_fast: `make demo` (the main job) and `make test` work on a fresh machine from nothing.
-# A GPU user brings their own torch into .venv first; otherwise the CPU build torch==2.13.0 is used.
+# Installs are pinned by the lock .ci/constraints.txt (every package at the version the suite passed
+# with; `make lock` rewrites it, `make test-latest` checks the newest releases in their own venv).
+# A GPU user brings their own torch into .venv first: the lock then keeps it (.ci/lock.py says how);
+# otherwise the locked CPU build torch==2.13.0+cpu is installed.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.lam_fast-installed
-TORCH_CPU ?= torch==2.13.0
+# The lock; empty (LOCK=) installs the newest releases (make test-latest).
+LOCK ?= .ci/constraints.txt
+# torch when the lock is off: a bare `torch` would resolve to a multi-GB CUDA build.
+TORCH_UNLOCKED ?= torch==2.13.0
+LATEST_VENV ?= .venv-latest
+LOCK_FROM ?= $(VENV)
 SAMPLES ?= data/samples
 DEMO_OUT ?= runs/demo
 DEMO_STEPS ?= 200
@@ -14,18 +22,37 @@ PYTEST_ARGS ?=
 # regressions beyond 1.5x are flagged there; use a lower value on a quiet or GPU machine.
 PERF_TOLERANCE ?= 0.5
 
-.PHONY: install demo test test-slow cuda-check bench-decode bench-planning perf gpu-check repro clean
+.PHONY: install lock test-latest demo test test-slow cuda-check bench-decode bench-planning perf gpu-check repro clean
 
 $(PY):
 	python3 -m venv $(VENV)
 
+ifeq ($(strip $(LOCK)),)
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_CPU)
-	$(PIP) install "setuptools>=77" wheel ninja
-	$(PIP) install --no-build-isolation -e ".[test]"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_UNLOCKED)
+	$(PIP) install --upgrade "setuptools>=77" wheel ninja
+	$(PIP) install --upgrade --upgrade-strategy eager --no-build-isolation -e ".[test]"
 	touch $(STAMP)
+else
+# The lock's torch unless the venv has one; then the constraints: the lock less a user torch's pins.
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) $(LOCK) .ci/lock.py | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -c $(LOCK) torch
+	$(PY) .ci/lock.py constraints --python $(PY) --lock $(LOCK) --out $(VENV)/constraints.txt
+	$(PIP) install -c $(VENV)/constraints.txt setuptools wheel ninja
+	$(PIP) install -c $(VENV)/constraints.txt --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+endif
 
 install: $(STAMP)
+
+# Rewrite the lock from the environment the suite just passed in (LOCK_FROM, default .venv; after
+# `make test-latest`, LOCK_FROM=$(LATEST_VENV) takes the newest releases).
+lock:
+	python3 .ci/lock.py write --python $(LOCK_FROM)/bin/python --out .ci/constraints.txt
+
+# Drift check: the newest releases of every dependency (torch stays the CPU build), in their own venv.
+test-latest:
+	$(MAKE) test VENV=$(LATEST_VENV) LOCK=
 
 # Fetch the real sample clips, train a tiny sparse model on the CPU under the DeepSpeed launcher,
 # print the summary (loss start/end, checkpoint), then run the leakage and transfer protocols on the

@@ -25,7 +25,10 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q "${LAM_FAST_CUDA_TORCH:-torch==2.14.1}" numpy setuptools wheel ninja
+"$venv/bin/pip" install -q "${LAM_FAST_CUDA_TORCH:-torch==2.14.1}"
+# the build tools at the lock's versions; the lock's CPU torch and the pins it owns give way to this torch
+"$venv/bin/python" "$root/.ci/lock.py" constraints --python "$venv/bin/python" --out "$venv/constraints.txt"
+"$venv/bin/pip" install -q -c "$venv/constraints.txt" numpy setuptools wheel ninja
 
 if [ -z "${CUDA_HOME:-}" ]; then
   nvcc="$(readlink -f "$(command -v nvcc)")"
