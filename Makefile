@@ -88,25 +88,28 @@ test-slow: install
 cuda-check:
 	bash .ci/cuda_compile_check.sh
 
-# Decoders and the input pipeline vs a plain per-clip PyAV loop, 16-frame 256x256 clips of the
-# sample clips; writes perf/results/decode.json (perf/baselines/decode_cpu.json: a committed run).
+# Decoders and the input pipeline vs a plain per-clip PyAV loop and decord (the strongest public
+# CPU baseline), 16-frame 256x256 clips of the sample clips; writes perf/results/decode.json
+# (committed runs: perf/baselines/decode_cpu-intel-amx-2c.json, decode_cpu-amd-avx512bf16-2c.json).
 bench-decode: install
 	$(PY) perf/bench_decode.py --json perf/results/decode.json
 
 # One CEM plan (the paper's 300 samples x 15 iterations, H = 3) on the tiny preset: the KV-cached,
 # shared-prefix rollout against recomputing every prefix; writes perf/results/planning.json
-# (perf/baselines/planning_cpu.json: a committed run).
+# (perf/baselines/planning_cpu-intel-amx-2c.json: a committed run).
 bench-planning: install
 	$(PY) perf/bench_planning.py --json perf/results/planning.json
 
-# Kernel perf regression suite: the quick CPU case set (attention, AdaLN, VQ; every usable backend
-# against SDPA/FlexAttention/eager/cdist baselines of the same run), then its ratios against
-# perf/baselines/cpu.json (a committed run on a 2-core CPU; rewrite it with
-# `$(PY) perf/run.py --set quick --json perf/baselines/cpu.json`). Fails on a regressed ratio.
+# Kernel perf regression suite: the quick CPU case set (attention, AdaLN, VQ, fp32 and bf16; every
+# usable backend against SDPA, FlexAttention and the reference, eager and torch.compile'd, and
+# cdist+argmin, all in the same run), then our kernels' ratios against the stored run of this
+# machine's class, perf/baselines/<device_class>.json (cpu-intel-amx-2c, cpu-amd-avx512bf16-2c, ...;
+# store one for a new class with `cp perf/results/quick-cpu.json perf/baselines/<class>.json`).
+# Fails on a regressed ratio of our kernels; with no baseline of this class it lists the ratios only.
 perf: install
-	$(PY) perf/run.py --set quick
+	$(PY) perf/run.py --set quick --compile
 	$(PY) perf/summary.py perf/results/quick-cpu.json
-	$(PY) perf/compare.py perf/results/quick-cpu.json perf/baselines/cpu.json --tolerance $(PERF_TOLERANCE)
+	$(PY) perf/compare.py perf/results/quick-cpu.json perf/baselines --tolerance $(PERF_TOLERANCE)
 
 # On a lent GPU machine (no network): build the CUDA extension, run the GPU tests and the GPU perf
 # cases with the copy-bandwidth and bf16-matmul floors, all under $(GPU_CHECK_OUT); see the script's

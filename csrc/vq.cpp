@@ -1,16 +1,20 @@
 // CPU nearest-code search for VQ: lam_fast::vq_nearest(x: (M, D), codebook: (K, D)) -> int64 (M,).
 //
-// Exactness: the result equals the argmin of the float64 distance |x|^2 - 2 x.c + |c|^2 (ties to
-// the lowest index; a NaN distance wins, as torch.argmin), i.e. the reference's answer, while the
-// bulk of the work runs in fp32 SIMD:
+// Exactness: the result is the reference's answer (lam_fast/ops/vq/reference.py): the nearest code
+// by L2, ties to the lowest index, where codes whose float64 distances |x|^2 - 2 x.c + |c|^2 are
+// within that formula's rounding bound of each other are ranked by sum_d (x_d - c_d)^2 accumulated
+// in float64 in index order (identical codes tie exactly); a NaN distance wins, as torch.argmin.
+// The bulk of the work runs in fp32 SIMD:
 //   1. fp32 register tiles compute e_k = |c_k|^2 - 2 x.c_k for every code (|x|^2 is common to the
 //      row). Each e_k is within b of its exact value, with b a rigorous forward-error bound
 //      (Higham's gamma_D for the dot product plus the roundings of |c|^2 and of the subtraction).
 //   2. A row keeps as candidates the codes with e_k <= min_j e_j + 2b: this set always contains the
 //      exact nearest code(s). On random data it holds a single code almost always.
-//   3. Rows with several candidates re-evaluate just those in float64 and take the first minimum.
-// Rows (or codebooks) with non-finite values or magnitudes where fp32 could overflow take a plain
-// float64 scan instead. No M x K buffer exists; codes are scanned in cache-sized blocks.
+//   3. Rows with several candidates rank just those by the fixed-order sum of squared differences
+//      (the candidates contain the reference's near-tie window) and take the first minimum.
+// Rows (or codebooks) with non-finite values or magnitudes where fp32 could overflow take the
+// reference's float64 scan instead (expanded distances, then the same re-ranking near the minimum;
+// a non-finite minimum is kept, as the reference keeps argmin's answer). No M x K buffer exists; codes are scanned in cache-sized blocks.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -74,21 +78,30 @@ void on_candidates(void* ctx, int64_t row, const float* e, int64_t k0) {
   s.thr[row] = thr;
 }
 
-// The reference's float64 distance, summed in index order.
+// The reference's float64 expanded distance, summed in index order.
 double distance64(const float* x, const float* c, int64_t D, double xx, double cc) {
   double dot = 0.0;
   for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(x[d]) * static_cast<double>(c[d]);
   return (xx - 2.0 * dot) + cc;
 }
 
-// First minimum of the float64 distance over `codes` (increasing); a NaN distance wins at once.
+// The reference's tie-breaking distance: sum_d (x_d - c_d)^2 in float64, in index order.
+double squared_difference64(const float* x, const float* c, int64_t D) {
+  double s = 0.0;
+  for (int64_t d = 0; d < D; ++d) {
+    const double diff = static_cast<double>(x[d]) - static_cast<double>(c[d]);
+    s += diff * diff;
+  }
+  return s;
+}
+
+// First minimum of the squared difference over `codes` (increasing).
 template <class Codes>
-int64_t argmin64(const float* x, const float* codebook, const double* cc, int64_t D, double xx, const Codes& codes) {
+int64_t argmin_squared_difference(const float* x, const float* codebook, int64_t D, const Codes& codes) {
   int64_t best_k = -1;
   double best = 0.0;
   for (const int64_t k : codes) {
-    const double dist = distance64(x, codebook + k * D, D, xx, cc[k]);
-    if (std::isnan(dist)) return k;
+    const double dist = squared_difference64(x, codebook + k * D, D);
     if (best_k < 0 || dist < best) {
       best = dist;
       best_k = k;
@@ -97,20 +110,25 @@ int64_t argmin64(const float* x, const float* codebook, const double* cc, int64_
   return best_k;
 }
 
-struct IndexRange {
-  int64_t n;
-  struct It {
-    int64_t k;
-    int64_t operator*() const { return k; }
-    It& operator++() {
-      ++k;
-      return *this;
-    }
-    bool operator!=(const It& o) const { return k != o.k; }
-  };
-  It begin() const { return {0}; }
-  It end() const { return {n}; }
-};
+// The reference's whole-codebook scan for one row: the first minimum of the expanded distance (a
+// NaN wins at once); if finite, the codes within the reference's window of it are re-ranked.
+int64_t scan64(const float* x, const float* codebook, const double* cc, double cc_max, int64_t D, int64_t K,
+               double xx) {
+  std::vector<double> dist(K);
+  int64_t best_k = -1;
+  for (int64_t k = 0; k < K; ++k) {
+    dist[k] = distance64(x, codebook + k * D, D, xx, cc[k]);
+    if (std::isnan(dist[k])) return k;
+    if (best_k < 0 || dist[k] < dist[best_k]) best_k = k;
+  }
+  if (best_k < 0 || !std::isfinite(dist[best_k])) return best_k;
+  // reference.py: _NEAR_TIE_ULPS (4) x (D + 2) x eps64 x (|x|^2 + max |c|^2)
+  const double window = 4.0 * double(D + 2) * 0x1p-52 * (xx + cc_max);
+  std::vector<int64_t> near;
+  for (int64_t k = 0; k < K; ++k)
+    if (dist[k] <= dist[best_k] + window) near.push_back(k);
+  return near.size() <= 1 ? best_k : argmin_squared_difference(x, codebook, D, near);  // none: a NaN window
+}
 
 // Indices of the candidates still within the row's final threshold, increasing.
 std::vector<int64_t> surviving(const std::vector<Candidate>& list, float thr) {
@@ -183,11 +201,12 @@ Tensor vq_nearest_cpu(const Tensor& x_, const Tensor& codebook_) {
       }
     }
   });
-  double cc_max = 0.0;
+  double cc_max = 0.0, cc_max_nan = 0.0;  // the second propagates NaN, as the reference's max does
   bool codebook_fast = true;
   for (int64_t k = 0; k < K; ++k) {
     codebook_fast = codebook_fast && std::isfinite(cc[k]) && cc[k] <= kFastNormSqMax;
     cc_max = std::max(cc_max, cc[k]);
+    cc_max_nan = std::isnan(cc_max_nan) || std::isnan(cc[k]) ? cc[k] + cc_max_nan : std::max(cc_max_nan, cc[k]);
   }
   const double c_norm_max = std::sqrt(cc_max);
 
@@ -240,12 +259,12 @@ Tensor vq_nearest_cpu(const Tensor& x_, const Tensor& codebook_) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* xr = xs.data() + r * D;
         if (exact[r]) {
-          result[r0 + r] = argmin64(xr, cb, cc.data(), D, xx[r], IndexRange{K});
+          result[r0 + r] = scan64(xr, cb, cc.data(), cc_max_nan, D, K, xx[r]);
           continue;
         }
         const std::vector<int64_t> ks = surviving(state.candidates[r], state.thr[r]);
         TORCH_CHECK(!ks.empty(), op, ": internal error, no candidate for row ", r0 + r);
-        result[r0 + r] = ks.size() == 1 ? ks[0] : argmin64(xr, cb, cc.data(), D, xx[r], ks);
+        result[r0 + r] = ks.size() == 1 ? ks[0] : argmin_squared_difference(xr, cb, D, ks);
       }
     }
   });

@@ -7,11 +7,12 @@ alternatives it is measured against in the same run (kind ``baseline``):
 
 - attention: ``sdpa_dense`` (F.scaled_dot_product_attention with the dense boolean frame-causal
   mask, built once per shape like the block mask), ``flex_attention`` (FlexAttention with a
-  frame-causal ``create_block_mask``; torch.compile'd, forward and backward, on CUDA; eager and
-  forward only on CPU, where it runs unfused and has no backward; skipped when unavailable), on
-  CUDA ``flash_attn`` and ``xformers`` where importable (neither has a block-causal mask, so each
-  runs one exact call per query frame t against the keys of frames <= t: no mask, the same FLOPs),
-  and, with compile, ``compile_reference`` (torch.compile of the eager reference).
+  frame-causal ``create_block_mask``, torch.compile'd: forward and backward on CUDA; on CPU, where
+  FlexAttention has no backward, forward only, compiled when the run compiles (``--compile``) and
+  eager otherwise, as the record's note says; skipped when unavailable), on CUDA ``flash_attn``
+  (no block-causal mask: one exact call per query frame t against the keys of frames <= t, the same
+  FLOPs) and ``xformers`` (one call with the frame-causal mask as an additive tensor bias) where
+  importable, and, with compile, ``compile_reference`` (torch.compile of the eager reference).
 - AdaLN: ``eager_reference`` is the ``reference`` backend itself (not timed twice) and, with
   compile, ``compile_reference``.
 - VQ: ``cdist_argmin`` (``torch.cdist(x, codebook).argmin(1)``); ``eager_reference`` is again the
@@ -132,7 +133,7 @@ class Case:
             out.append(Impl("sdpa_dense", "baseline", functools.partial(_sdpa_dense, frame_tokens=s["N"]), self.modes,
                             "dense bool mask built once per shape, outside the timing"))
             for make in (_flex_impl, _flash_attn_impl, _xformers_impl):
-                impl = make(s, device, self.modes, self.torch_dtype)
+                impl = make(s, device, self.modes, self.torch_dtype, compile=compile)
                 if impl is not None:
                     out.append(impl)
         if self.op == "vq_lookup":
@@ -183,7 +184,7 @@ def _per_frame(attend: Callable, q, k, v, frame_tokens: int):
     return torch.cat(outs, 1).transpose(1, 2)
 
 
-def _flash_attn_impl(s: dict, device: torch.device, modes, dtype: torch.dtype) -> Impl | None:
+def _flash_attn_impl(s: dict, device: torch.device, modes, dtype: torch.dtype, compile: bool = False) -> Impl | None:
     if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
         return None
     try:
@@ -194,19 +195,36 @@ def _flash_attn_impl(s: dict, device: torch.device, modes, dtype: torch.dtype) -
     return Impl("flash_attn", "baseline", fn, modes, "flash_attn_func, one call per query frame (exact, no mask)")
 
 
-def _xformers_impl(s: dict, device: torch.device, modes, dtype: torch.dtype) -> Impl | None:
+@functools.lru_cache(maxsize=8)
+def _frame_causal_bias(n: int, frame_tokens: int, heads: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The frame-causal mask as an additive bias (0 / -inf), (1, H, L, L) expanded over the batch,
+    stored with its last dimension padded to a multiple of 8 as xformers requires of a tensor bias."""
+    padded = -(-n // 8) * 8
+    storage = torch.zeros(heads, n, padded, dtype=dtype, device=device)
+    bias = storage[:, :, :n]
+    bias.masked_fill_(~_dense_mask(n, frame_tokens, device), float("-inf"))
+    return bias[None]
+
+
+def _xformers_impl(s: dict, device: torch.device, modes, dtype: torch.dtype, compile: bool = False) -> Impl | None:
     if device.type != "cuda":
         return None
     try:
         from xformers.ops import memory_efficient_attention
     except ImportError:  # optional GPU baseline
         return None
-    fn = functools.partial(_per_frame, memory_efficient_attention, frame_tokens=s["N"])
-    return Impl("xformers", "baseline", fn, modes,
-                "xformers memory_efficient_attention, one call per query frame (exact, no mask)")
+
+    def call(q, k, v):
+        bias = _frame_causal_bias(q.shape[2], s["N"], q.shape[1], q.dtype, q.device).expand(q.shape[0], -1, -1, -1)
+        out = memory_efficient_attention(*(x.transpose(1, 2) for x in (q, k, v)), attn_bias=bias)
+        return out.transpose(1, 2)
+
+    return Impl("xformers", "baseline", call, modes,
+                "xformers memory_efficient_attention, one call, the frame-causal mask as a tensor bias")
 
 
-def _flex_impl(s: dict, device: torch.device, modes, dtype: torch.dtype = torch.float32) -> Impl | None:
+def _flex_impl(s: dict, device: torch.device, modes, dtype: torch.dtype = torch.float32,
+               compile: bool = False) -> Impl | None:
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:  # pragma: no cover - old torch
@@ -222,18 +240,24 @@ def _flex_impl(s: dict, device: torch.device, modes, dtype: torch.dtype = torch.
     except Exception:  # noqa: BLE001 - any failure means the baseline is unavailable here
         return None
     if device.type == "cuda":
-        fn, fmodes, note = torch.compile(flex_attention), modes, "torch.compile(flex_attention)"
-    else:
-        fn, fmodes, note = flex_attention, tuple(m for m in modes if m == "fwd"), "eager (unfused) on CPU, forward only"
-    if device.type == "cuda":
-        call = lambda q, k, v: fn(q, k, v, block_mask=block_mask)  # noqa: E731
-    else:  # CPU FlexAttention refuses inputs that require grad; the forward is the same
+        fn = torch.compile(flex_attention)
+        return Impl("flex_attention", "baseline", lambda q, k, v: fn(q, k, v, block_mask=block_mask), modes,
+                    "torch.compile(flex_attention)")
+    # CPU: no backward, and inputs that require grad are refused (the forward is the same on detached ones)
+    fwd_only = tuple(m for m in modes if m == "fwd")
+    if compile:
+        fn = torch.compile(flex_attention)
+        return Impl("flex_attention", "baseline",
+                    lambda q, k, v: fn(q.detach(), k.detach(), v.detach(), block_mask=block_mask), fwd_only,
+                    "torch.compile(flex_attention) on CPU, forward only (no CPU backward)")
 
-        def call(q, k, v):
-            with warnings.catch_warnings():  # "called without torch.compile": known, noted in the record
-                warnings.simplefilter("ignore", UserWarning)
-                return fn(q.detach(), k.detach(), v.detach(), block_mask=block_mask)
-    return Impl("flex_attention", "baseline", call, fmodes, note)
+    def call(q, k, v):
+        with warnings.catch_warnings():  # "called without torch.compile": known, noted in the record
+            warnings.simplefilter("ignore", UserWarning)
+            return flex_attention(q.detach(), k.detach(), v.detach(), block_mask=block_mask)
+
+    return Impl("flex_attention", "baseline", call, fwd_only,
+                "eager (unfused) on CPU, forward only; run with --compile for the compiled one")
 
 
 # ---------------------------------------------------------------------------- sets
@@ -267,10 +291,15 @@ def tiny_set() -> list[Case]:
 
 
 def quick_set() -> list[Case]:
+    """The CI-scale CPU set: fp32 at the issue's CPU target shapes, and the same in bf16 (the bf16
+    C++ paths: AVX-512 BF16 / AMX tile GEMMs in attention, bf16 loads in AdaLN and VQ)."""
     return [
         _attention_case("attn_b2h4_8x256_d64", 2, 4, 8, 256, 64),
         *_adaln_cases("adaln_b2_8x256_c384", 2, 8, 256, 384),
         _vq_case("vq_m8192_k4096_d128", 8192, 4096, 128),
+        _attention_case("attn_b2h4_8x256_d64_bf16", 2, 4, 8, 256, 64, "bfloat16"),
+        _adaln_zero_case("adaln_b2_8x256_c384_zero_bf16", 2, 8, 256, 384, "bfloat16"),
+        _vq_case("vq_m8192_k4096_d128_bf16", 8192, 4096, 128, "bfloat16"),
     ]
 
 

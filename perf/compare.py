@@ -1,17 +1,29 @@
 """Compare a perf run with a stored baseline run by ratios, not times.
 
-    python perf/compare.py RUN.json BASELINE.json [--tolerance 0.15]
+    python perf/compare.py RUN.json BASELINE.json|BASELINE_DIR [--tolerance 0.15]
 
-For every backend entry (case, mode, impl) present in both files and every baseline name in both
+A directory (perf/baselines) means the stored run of the run's own device class:
+``<dir>/<device_class>.json`` (perf/harness.py ``device_class``: ``cpu-intel-amx-2c``,
+``cpu-amd-avx512bf16-2c``, ``h200``, ...). Ratios only hold within a machine class (AMX against
+AVX-512 BF16 changes which of two matmul paths wins), so a run is gated only against a baseline
+of its own class; with none stored, or a baseline file of another class, the ratios are listed
+for information and nothing is gated (exit 0 unless the run itself failed).
+
+Only our kernels are gated (:data:`GATED_IMPLS`: cpp, triton, cuda), each against the public
+baselines of its case (``ratio_vs``: SDPA with the dense mask, FlexAttention, the eager and the
+compiled reference, cdist+argmin). Ratios between two things that are not our code (the SDPA
+backend against FlexAttention, the eager reference against cdist) are listed as ``info``: a
+library release moving them says nothing about this repository.
+
+For every entry (case, mode, impl) present in both files and every baseline name in both
 entries' ``ratio_vs`` (baseline p50 / impl p50, measured side by side in one run, so the machine's
 speed cancels), the new ratio is compared with the stored one. The noise band is the larger of
 ``--tolerance`` and the runs' own spread: for each of the four p50s involved (impl and baseline,
 new and stored) half its relative p20-p80 spread, summed. A ratio below ``stored / (1 + band)`` is
-REGRESSED (exit 1), above ``stored x (1 + band)`` IMPROVED, otherwise OK. Entries, or ratios,
+REGRESSED (exit 1 when gated), above ``stored x (1 + band)`` IMPROVED, otherwise OK. Entries, or ratios,
 present on one side only are listed and ignored, as are entries whose shape or dtype changed.
 A run that did not complete (cut short: ``complete`` false) or that recorded failing
-implementations (``--keep-going``) also exits 1. Baselines are stored per device class:
-perf/baselines/<device_class>.json (``cpu``, ``h100``, ...); comparing across classes is noted.
+implementations (``--keep-going``) also exits 1.
 """
 
 from __future__ import annotations
@@ -20,6 +32,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+#: Our own kernels: the only implementations whose ratios are gated.
+GATED_IMPLS = frozenset({"cpp", "triton", "cuda"})
 
 
 def _key(rec: dict) -> tuple[str, str, str]:
@@ -66,41 +82,71 @@ def compare(run: dict, base: dict, tolerance: float = 0.15) -> tuple[list[dict],
             # Symmetric in log space: a band of 1.0 means "within 2x either way".
             status = "REGRESSED" if now < stored / (1 + band) else "IMPROVED" if now > stored * (1 + band) else "OK"
             rows.append({"case": case, "mode": mode, "impl": key[2], "vs": vs, "stored": stored, "new": now,
-                         "band": band, "status": status})
+                         "band": band, "status": status, "gated": key[2] in GATED_IMPLS})
     return rows, notes
 
 
 def format_rows(rows: list[dict]) -> str:
     table = [("case", "mode", "impl", "vs", "stored", "new", "band", "status")]
     table += [(r["case"], r["mode"], r["impl"], r["vs"], f"{r['stored']:.3f}x", f"{r['new']:.3f}x",
-               f"+-{r['band']:.0%}", r["status"]) for r in rows]
+               f"+-{r['band']:.0%}", r["status"] if r["gated"] else f"info: {r['status'].lower()}") for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _ratio_listing(run: dict) -> str:
+    """The run's own ratios (no baseline to compare with)."""
+    table = [("case", "mode", "impl", "vs", "ratio")]
+    for rec in run["results"]:
+        if rec["kind"] == "backend":
+            table += [(rec["case"], rec["mode"], rec["impl"], vs, f"{r:.3f}x") for vs, r in sorted(rec["ratio_vs"].items())]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _run_problems(run: dict) -> list[str]:
+    problems = []
+    if run.get("complete") is False:
+        problems.append("the run did not complete (cut short): its missing cases were not compared")
+    problems += [f"failed: {f['case']} [{f['impl']}] {f['stage']}: {f['error']}" for f in run.get("failures", [])]
+    return problems
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
-    p.add_argument("baseline", type=Path)
+    p.add_argument("baseline", type=Path, help="a stored run, or a directory of them named <device_class>.json")
     p.add_argument("--tolerance", type=float, default=0.15, help="smallest relative noise band (default 0.15)")
     args = p.parse_args(argv)
-    run, base = json.loads(args.run.read_text()), json.loads(args.baseline.read_text())
-    run_class, base_class = run.get("device_class", run.get("device")), base.get("device_class", base.get("device"))
-    if run_class != base_class:
-        print(f"compare: note: run device class {run_class} ({run.get('device_name')}) vs baseline "
-              f"{base_class} ({base.get('device_name')}); ratios may not transfer")
-    rows, notes = compare(run, base, args.tolerance)
-    print(format_rows(rows))
-    for note in notes:
-        print(f"skipped: {note}")
-    regressed = [r for r in rows if r["status"] == "REGRESSED"]
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("OK", "IMPROVED", "REGRESSED")}
-    print(f"compare: {counts['OK']} OK, {counts['IMPROVED']} improved, {counts['REGRESSED']} regressed, "
-          f"{len(notes)} skipped")
-    problems = []
-    if run.get("complete") is False:
-        problems.append("the run did not complete (cut short): its missing cases were not compared")
-    problems += [f"failed: {f['case']} [{f['impl']}] {f['stage']}: {f['error']}" for f in run.get("failures", [])]
+    run = json.loads(args.run.read_text())
+    run_class = run.get("device_class", run.get("device"))
+    path = args.baseline / f"{run_class}.json" if args.baseline.is_dir() else args.baseline
+    problems = _run_problems(run)
+    if not path.exists():
+        print(f"compare: no stored baseline for device class {run_class} ({run.get('device_name')}): {path} "
+              f"does not exist; ratios listed, nothing gated (store one: cp {args.run} {path})")
+        print(_ratio_listing(run))
+        gated = False
+        regressed = []
+    else:
+        base = json.loads(path.read_text())
+        base_class = base.get("device_class", base.get("device"))
+        gated = run_class == base_class
+        if not gated:
+            print(f"compare: run device class {run_class} ({run.get('device_name')}) vs baseline {base_class} "
+                  f"({base.get('device_name')}): ratios do not transfer between classes; listed, nothing gated")
+        print(f"compare: {args.run} against {path}")
+        rows, notes = compare(run, base, args.tolerance)
+        if not gated:
+            rows = [{**r, "gated": False} for r in rows]
+        print(format_rows(rows))
+        for note in notes:
+            print(f"skipped: {note}")
+        regressed = [r for r in rows if r["status"] == "REGRESSED" and r["gated"]]
+        counts = {s: sum(r["status"] == s and r["gated"] for r in rows) for s in ("OK", "IMPROVED", "REGRESSED")}
+        print(f"compare: gated (our kernels): {counts['OK']} OK, {counts['IMPROVED']} improved, "
+              f"{counts['REGRESSED']} regressed; {sum(not r['gated'] for r in rows)} listed for information; "
+              f"{len(notes)} skipped")
     for problem in problems:
         print(f"compare: {problem}")
     return 1 if regressed or problems else 0

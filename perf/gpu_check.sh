@@ -50,6 +50,9 @@
 #   GPU_CHECK_BUDGET_S   total seconds for all steps (default 450: under 8 minutes with start-up)
 #   GPU_CHECK_SET        perf case set (default gpu; model-gpu times every predictor preset, slower)
 #   GPU_CHECK_DRY_RUN=1  CPU rehearsal described above
+#   GPU_CHECK_ONLY       space-separated step names to run, the others recorded as skipped (e.g.
+#                        "build build-check tests-kernels" to rerun the kernel tests in a short lease)
+#   GPU_CHECK_KERNEL_TESTS  pytest arguments replacing the tests-kernels selection (e.g. one file)
 #   TORCH_CUDA_ARCH_LIST, MAX_JOBS, CUDA_HOME   build overrides
 set -uo pipefail
 
@@ -73,6 +76,11 @@ log() { printf '[gpu_check %4ds] %s\n' "$((SECONDS - START))" "$*"; }
 run_step() {
   local name=$1 cap=$2
   shift 2
+  if [ -n "${GPU_CHECK_ONLY:-}" ] && [[ " $GPU_CHECK_ONLY " != *" $name "* ]]; then
+    log "$name: SKIPPED (not in GPU_CHECK_ONLY)"
+    printf "%s\tskipped-only\t-\t0\t-\n" "$name" >>"$STEPS"
+    return 98
+  fi
   local left=$((BUDGET - (SECONDS - START) - RESERVE))
   local t=$((cap < left ? cap : left))
   if ((t < 10)); then
@@ -240,7 +248,7 @@ if ! "$PY" -c "import pytest, hypothesis" >/dev/null 2>&1; then
 fi
 # --continue-on-collection-errors: a test module whose optional import is missing on the GPU
 # machine (no network to install it) must not stop the other tests
-pytest_common=(-q -rs -p no:cacheprovider --continue-on-collection-errors)
+pytest_common=(-q -rfEs -p no:cacheprovider --continue-on-collection-errors)
 if ((have_pytest)); then
   # exit 5: no test collected (none is marked gpu): recorded as ok-rc5
   OK_RC=5 run_step tests-gpu 90 "$PY" -m pytest "${pytest_common[@]}" -m gpu tests --junitxml="$OUT/pytest-gpu.xml"
@@ -258,10 +266,14 @@ run_step perf-vq 90 "$PY" perf/run.py "${perf_common[@]}" --ops vq_lookup --json
 # ------------------------------------------------------------------ the Triton / CUDA op tests
 if ((have_pytest)); then
   kernel_sel=(tests/ops -m "not slow and not gpu" -k "triton or cuda or op_contracts")
+  if [ -n "${GPU_CHECK_KERNEL_TESTS:-}" ]; then
+    read -r -a kernel_sel <<<"$GPU_CHECK_KERNEL_TESTS"
+  fi
   if [ "$DRY" = "1" ]; then
     run_step tests-kernels 60 "$PY" -m pytest "${pytest_common[@]}" --collect-only "${kernel_sel[@]}"
   else
-    run_step tests-kernels 180 "$PY" -m pytest "${pytest_common[@]}" "${kernel_sel[@]}" \
+    # -v: each test's name and outcome as it ends, so a step cut short by its timeout still names a failure
+    run_step tests-kernels 180 "$PY" -m pytest "${pytest_common[@]}" -v "${kernel_sel[@]}" \
       --junitxml="$OUT/pytest-kernels.xml"
   fi
 fi

@@ -68,10 +68,10 @@ from typing import Callable
 
 import torch
 
+from lam_fast.ops.tolerance import REFERENCE_FACTOR, ROUNDING_ULPS, allowed_error, max_abs_error
 from perf.cases import Case, Impl
 
 REPO = Path(__file__).resolve().parent.parent
-REF_FACTOR, ULPS = 4.0, 16.0
 L2_FLUSH_BYTES = 256 * 1024 * 1024
 
 
@@ -184,10 +184,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 # ============================================================================ correctness
-def _err(a: torch.Tensor, oracle: torch.Tensor) -> float:
-    return (a.detach().to(torch.float64) - oracle.detach().to(torch.float64)).abs().max().item()
-
-
 def _outputs_and_grads(fn: Callable, inputs, grad: bool, upstream=None):
     if not grad:
         with torch.no_grad():
@@ -260,16 +256,16 @@ def check_correctness(case: Case, impl: Impl, device, *, seed: int = 0, oracle: 
     if grad:
         named += [(f"grad[{i}]", a, b, c) for i, (a, b, c) in enumerate(zip(i_grads, r_grads, o_grads))]
     worst = {"max_err": 0.0, "allowed": None}
-    eps = torch.finfo(case.torch_dtype).eps
     for what, actual, ref, orc in named:
         if actual.shape != orc.shape or actual.dtype != ref.dtype:
             raise CorrectnessError(f"{case.name}[{impl.name}] {what}: {tuple(actual.shape)} {actual.dtype}, "
                                    f"want {tuple(orc.shape)} {ref.dtype}")
-        err, ref_err = _err(actual, orc), _err(ref, orc)
-        allowed = REF_FACTOR * ref_err + ULPS * eps * orc.abs().max().item()
+        err, ref_err = max_abs_error(actual, orc), max_abs_error(ref, orc)
+        allowed = allowed_error(ref_err, orc.abs().max().item(), case.torch_dtype)
         if not err <= allowed:  # NaN fails too
             raise CorrectnessError(f"{case.name}[{impl.name}] {what}: max |impl - fp64 oracle| = {err:.3e} > allowed "
-                                   f"{allowed:.3e} ({REF_FACTOR} x reference error {ref_err:.3e} + {ULPS} ulp)")
+                                   f"{allowed:.3e} ({REFERENCE_FACTOR} x reference error {ref_err:.3e} + "
+                                   f"{ROUNDING_ULPS} ulp)")
         if err >= worst["max_err"]:
             worst = {"max_err": err, "allowed": allowed}
     return worst
@@ -541,11 +537,33 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or "cpu"
 
 
+def cpu_class() -> str:
+    """``cpu-<vendor>-<isa>-<n>c``: what decides a CPU's kernel ratios. The vendor and the widest
+    matrix/vector unit (``amx`` > ``avx512bf16`` > ``avx512`` > ``avx2`` > ``base``) set which bf16
+    and fp32 paths run and how fast BLAS is against our kernels; the core count sets the threads.
+    E.g. ``cpu-intel-amx-2c`` (Xeon, Sapphire Rapids class), ``cpu-amd-avx512bf16-2c`` (EPYC, Zen 5)."""
+    vendor, flags = "other", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id":
+                vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(value.strip(), "other")
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    isa = next((name for name, flag in (("amx", "amx_bf16"), ("avx512bf16", "avx512_bf16"), ("avx512", "avx512f"),
+                                        ("avx2", "avx2")) if flag in flags), "base")
+    return f"cpu-{vendor}-{isa}-{os.cpu_count()}c"
+
+
 def device_class(device: torch.device) -> str:
-    """The stored-baseline name of a device: ``cpu``, or the GPU model (``h100``, ``h200``, ``a100``, ...)."""
+    """The stored-baseline name of a device: :func:`cpu_class` on a CPU, else the GPU model (``h100``,
+    ``h200``, ``a100``, ...). perf/baselines/<device_class>.json holds the baseline of that class."""
     device = torch.device(device)
     if device.type != "cuda":
-        return device.type
+        return cpu_class()
     name = torch.cuda.get_device_name(device).lower()
     for model in ("h200", "h100", "h20", "b200", "gb200", "a100", "a10g", "l40s", "l4", "rtx 4090"):
         if model in name:

@@ -67,9 +67,14 @@ def _cpu_target_shape(rec: dict) -> bool:
     return rec["op"] == "vq_lookup" and rec["shape"] == CPU_VQ_SHAPE
 
 
+def _is_cpu(device_class: str | None) -> bool:
+    """CPU classes are ``cpu-<vendor>-<isa>-<n>c`` (perf/harness.py cpu_class; ``cpu`` in older runs)."""
+    return str(device_class).startswith("cpu")
+
+
 def _targets(rec: dict, device_class: str | None = None) -> list[tuple[str, float | None, float]] | None:
     """(metric, value or None, threshold) rows of the record's op; None if the op has no target."""
-    if device_class == "cpu":
+    if _is_cpu(device_class):
         return _cpu_targets(rec)
     ratio = rec["ratio_vs"].get
     if rec["op"] == "frame_causal_attention":
@@ -105,7 +110,7 @@ def summarise(records: list[dict]) -> dict:
             targets = _targets(rec, device_class)
             if targets is None or rec["kind"] != "backend" or rec["impl"] == "reference":
                 continue
-            if device_class == "cpu":
+            if _is_cpu(device_class):
                 info_only = not _cpu_target_shape(rec)
             else:
                 info_only = device_class not in GPU_CLASSES or (

@@ -18,6 +18,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from perf import compare as compare_mod  # noqa: E402
+from perf import harness  # noqa: E402
 from perf import summary as summary_mod  # noqa: E402
 from perf.cases import SETS, Case, Impl, get_set  # noqa: E402
 from perf.harness import (CorrectnessError, baseline_key, check_correctness, quadratic_bytes, run_case,  # noqa: E402
@@ -34,7 +35,7 @@ def tiny_run() -> dict:
 
 def test_tiny_run_has_every_field(tiny_run):
     assert tiny_run["suite"] == "tiny" and tiny_run["device"] == "cpu" and tiny_run["device_name"]
-    assert tiny_run["device_class"] == "cpu" and tiny_run["complete"] is True and tiny_run["failures"] == []
+    assert tiny_run["device_class"] == harness.cpu_class() and tiny_run["complete"] is True and tiny_run["failures"] == []
     assert {"torch", "python", "lam_fast_git_sha", "cuda", "triton"} <= set(tiny_run["versions"])
     assert tiny_run["floors"]["copy_GBps"] > 0 and tiny_run["floors"]["matmul_fp32_TFLOPs"] > 0
     json.dumps(tiny_run)  # one JSON record
@@ -158,6 +159,42 @@ def test_compare_flags_regression_and_passes_identical(tiny_run, tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = subprocess.run([sys.executable, script, str(slow_path), str(base_path)], capture_output=True, text=True)
     assert bad.returncode == 1 and "REGRESSED" in bad.stdout, bad.stdout + bad.stderr
+
+
+def test_compare_gates_only_our_kernels_and_only_within_a_device_class(tiny_run, tmp_path):
+    """A regression of something that is not our code (the SDPA backend against FlexAttention) is listed,
+    never gated; a run is gated against the baseline of its own class, picked from a directory."""
+    steady = _steady(tiny_run)
+    script = str(REPO / "perf" / "compare.py")
+    not_ours = _regressed_copy(_regressed_copy(steady, "sdpa", 1e3), "reference", 1e3)
+    rows, _ = compare_mod.compare(not_ours, steady, 0.15)
+    assert {(r["impl"], r["gated"]) for r in rows if r["status"] == "REGRESSED"} == {("sdpa", False), ("reference", False)}
+    assert all(r["gated"] == (r["impl"] in {"cpp", "triton", "cuda"}) for r in rows)
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    (baselines / f"{steady['device_class']}.json").write_text(json.dumps(steady))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(not_ours))
+    res = subprocess.run([sys.executable, script, str(run), str(baselines)], capture_output=True, text=True)
+    assert res.returncode == 0 and "info: regressed" in res.stdout, res.stdout + res.stderr
+    run.write_text(json.dumps(_regressed_copy(steady, "cpp", 1e3)))
+    res = subprocess.run([sys.executable, script, str(run), str(baselines)], capture_output=True, text=True)
+    assert res.returncode == 1 and "REGRESSED" in res.stdout, res.stdout + res.stderr
+    # another machine class: no stored baseline there, or a baseline file of another class: listed, not gated
+    other = {**_regressed_copy(steady, "cpp", 1e3), "device_class": "cpu-other-base-64c"}
+    run.write_text(json.dumps(other))
+    res = subprocess.run([sys.executable, script, str(run), str(baselines)], capture_output=True, text=True)
+    assert res.returncode == 0 and "no stored baseline for device class cpu-other-base-64c" in res.stdout, res.stdout
+    res = subprocess.run([sys.executable, script, str(run), str(baselines / f"{steady['device_class']}.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "nothing gated" in res.stdout and "info: regressed" in res.stdout, res.stdout
+
+
+def test_cpu_class_names_vendor_isa_and_cores():
+    cls = harness.cpu_class()
+    vendor, isa, cores = cls.split("-")[1:]
+    assert cls.startswith("cpu-") and vendor in {"intel", "amd", "other"}
+    assert isa in {"amx", "avx512bf16", "avx512", "avx2", "base"} and cores == f"{os.cpu_count()}c"
 
 
 def test_noise_band_is_at_least_tolerance_and_widens_with_spread(tiny_run):
@@ -352,3 +389,12 @@ def test_bench_planning_runs_and_both_modes_agree(tmp_path):
     assert record["same_plan"] is True
     assert record["ratio_recompute_over_cached"] > 0
     assert set(record["seconds"]) == {"cached", "recompute"}
+
+
+def test_harness_and_tests_share_one_tolerance_rule():
+    import tolerance as tests_tolerance
+
+    from lam_fast.ops import tolerance
+
+    assert harness.allowed_error is tolerance.allowed_error is tests_tolerance.allowed_error
+    assert tolerance.allowed_error(1.0, 2.0, torch.float32) == 2.0 + 4 * torch.finfo(torch.float32).eps * 2.0

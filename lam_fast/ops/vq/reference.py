@@ -26,24 +26,28 @@ def nearest_code_reference(x: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     """
     xd, cd = x.detach().double(), codebook.detach().double()
     c_sq = (cd * cd).sum(1)
+    c_sq_max = c_sq.max() if c_sq.numel() else c_sq.new_zeros(())
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for start in range(0, x.shape[0], _ROWS_PER_CHUNK):
         rows = xd[start : start + _ROWS_PER_CHUNK]
-        r_sq = (rows * rows).sum(1, keepdim=True)
-        dist = r_sq - 2 * rows @ cd.T + c_sq
-        out[start : start + _ROWS_PER_CHUNK] = _rerank_near_ties(rows, cd, dist, r_sq + c_sq)
+        r_sq = (rows * rows).sum(1)
+        dist = torch.addmm(r_sq[:, None] + c_sq, rows, cd.T, alpha=-2.0)
+        # the bound with max |c|^2 for every code: one window per row, a little wider, never narrower
+        window = _NEAR_TIE_ULPS * (cd.shape[1] + 2) * torch.finfo(torch.float64).eps * (r_sq + c_sq_max)
+        out[start : start + _ROWS_PER_CHUNK] = _rerank_near_ties(rows, cd, dist, window)
     return out
 
 
-def _rerank_near_ties(rows: torch.Tensor, cd: torch.Tensor, dist: torch.Tensor, sq_sum: torch.Tensor) -> torch.Tensor:
-    """argmin over the codes of each row, with the candidates near the minimum ranked by the
-    fixed-order sum of squared differences. rows: (R, D), cd: (K, D), dist and sq_sum: (R, K)."""
+def _rerank_near_ties(rows: torch.Tensor, cd: torch.Tensor, dist: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """argmin over the codes of each row, with the candidates within ``window`` of the row's minimum
+    ranked by the fixed-order sum of squared differences. rows: (R, D), cd: (K, D), dist: (R, K),
+    window: (R,)."""
     best = dist.argmin(1)  # the first minimum
     if dist.shape[1] <= 1 or dist.shape[0] == 0:
         return best
-    d_min = dist.gather(1, best[:, None])
-    window = _NEAR_TIE_ULPS * (cd.shape[1] + 2) * torch.finfo(torch.float64).eps * sq_sum
-    near = (dist <= d_min + window) & torch.isfinite(d_min)
+    d_min = dist.gather(1, best[:, None])[:, 0]
+    threshold = torch.where(torch.isfinite(d_min), d_min + window, -torch.inf)  # a non-finite minimum: no re-rank
+    near = dist <= threshold[:, None]
     contested = near.sum(1) > 1
     if not bool(contested.any()):
         return best
@@ -52,7 +56,7 @@ def _rerank_near_ties(rows: torch.Tensor, cd: torch.Tensor, dist: torch.Tensor, 
     exact = torch.zeros(r.shape[0], dtype=torch.float64, device=dist.device)
     for d in range(cd.shape[1]):  # fixed order, elementwise: the same rounding everywhere
         exact += (rows[r, d] - cd[k, d]).square()
-    row_min = torch.full_like(d_min[:, 0], float("inf")).scatter_reduce(0, r, exact, "amin")
+    row_min = torch.full_like(d_min, float("inf")).scatter_reduce(0, r, exact, "amin")
     winners = exact == row_min[r]
     lowest = torch.full_like(best, dist.shape[1]).scatter_reduce(0, r[winners], k[winners], "amin")
     return torch.where(contested, lowest, best)
