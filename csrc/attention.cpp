@@ -18,19 +18,13 @@
 //
 // Tile GEMMs use the BLAS that libtorch_cpu exports (MKL in the x86 wheels) when present, else a
 // portable loop. float32 and float16 inputs run fp32 tiles (sgemm). bfloat16 inputs run bf16 tiles
-// with fp32 accumulation: q, k, v, dO and the probabilities P / dS are rounded to bf16 before their
-// GEMMs, exactly where the eager bfloat16 reference rounds them (it rotates q/k and casts P to bf16
-// before P V), so the error stays within the reference's own. Where the CPU has AMX-BF16 the bf16
-// tiles go to MKL's cblas_gemm_bf16bf16f32 (AMX tiles); elsewhere they are widened to fp32 (exact:
-// a bf16 is the top half of an fp32) and go to sgemm, because MKL's bf16 GEMM without AMX is slower
-// than sgemm (AMD EPYC Zen 5, one core, 256x512x64: 32 GFLOP/s against 74; 2026-12-04).
+// with fp32 accumulation (cblas_gemm_bf16bf16f32: AMX on CPUs that have it): q, k, v, dO and the
+// probabilities P / dS are rounded to bf16 before their GEMMs, exactly where the eager bfloat16
+// reference rounds them (it rotates q/k and casts P to bf16 before P V), so the error stays within
+// the reference's own.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -56,32 +50,6 @@ namespace lam_fast {
 
 namespace {
 bool use_blas = true;
-
-// CPUID.(EAX=7, ECX=0):EDX bit 22: AMX-BF16.
-bool cpu_has_amx_bf16() {
-#if defined(__x86_64__)
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0) return (edx >> 22) & 1u;
-#endif
-  return false;
-}
-
-bool bf16_native = cpu_has_amx_bf16();
-}  // namespace
-
-const char* attention_bf16_gemm() { return bf16_native && cblas_gemm_bf16bf16f32 != nullptr ? "native" : "widened"; }
-
-bool set_attention_bf16_gemm(const char* name) {
-  const std::string n(name);
-  if (n == "native" && cblas_gemm_bf16bf16f32 != nullptr) {
-    bf16_native = true;
-    return true;
-  }
-  if (n == "widened") {
-    bf16_native = false;
-    return true;
-  }
-  return false;
 }
 
 bool attention_blas_available() { return sgemm_ != nullptr; }
@@ -142,32 +110,13 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// rows x cols bf16 (row stride ld) -> dense fp32 in buf (exact), returned.
-const float* widen(const c10::BFloat16* src, int64_t rows, int64_t cols, int64_t ld, std::vector<float>& buf) {
-  buf.resize(static_cast<size_t>(rows * cols));
-  for (int64_t i = 0; i < rows; ++i) {
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src + i * ld);
-    uint32_t* d = reinterpret_cast<uint32_t*>(buf.data() + i * cols);
-    for (int64_t j = 0; j < cols; ++j) d[j] = static_cast<uint32_t>(s[j]) << 16;
-  }
-  return buf.data();
-}
-
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const c10::BFloat16* A,
           int64_t lda, const c10::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  if (use_blas && bf16_native && cblas_gemm_bf16bf16f32 != nullptr) {
+  if (use_blas && cblas_gemm_bf16bf16f32 != nullptr) {
     cblas_gemm_bf16bf16f32(101, trans_a ? 112 : 111, trans_b ? 112 : 111, int(M), int(N), int(K), alpha,
                            reinterpret_cast<const uint16_t*>(A), int(lda), reinterpret_cast<const uint16_t*>(B),
                            int(ldb), beta, C, int(ldc));
-    return;
-  }
-  if (use_blas && sgemm_ != nullptr) {
-    thread_local std::vector<float> a_buf, b_buf;
-    const int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
-    const float* a = widen(A, trans_a ? K : M, a_cols, lda, a_buf);
-    const float* b = widen(B, trans_b ? N : K, b_cols, ldb, b_buf);
-    gemm(trans_a, trans_b, M, N, K, alpha, a, a_cols, b, b_cols, beta, C, ldc);
     return;
   }
   gemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -75,28 +75,12 @@ PyObject* set_attention_gemm(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
-PyObject* attention_bf16_gemm(PyObject*, PyObject*) { return PyUnicode_FromString(lam_fast::attention_bf16_gemm()); }
-
-PyObject* set_attention_bf16_gemm(PyObject*, PyObject* arg) {
-  const char* name = PyUnicode_AsUTF8(arg);
-  if (name == nullptr) return nullptr;
-  if (!lam_fast::set_attention_bf16_gemm(name)) {
-    PyErr_Format(PyExc_ValueError, "attention bf16 GEMM %s is unknown or not available here (native, widened)", name);
-    return nullptr;
-  }
-  Py_RETURN_NONE;
-}
-
 PyMethodDef methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS, "SIMD kernel set the CPU ops use (avx512, avx2 or base)."},
     {"cpu_capabilities", cpu_capabilities, METH_NOARGS, "SIMD kernel sets this CPU can run, best first."},
     {"set_cpu_capability", set_cpu_capability, METH_O, "Use the named SIMD kernel set (for tests and benchmarks)."},
     {"attention_gemm", attention_gemm, METH_NOARGS, "Tile GEMM of the CPU attention: blas (MKL sgemm) or portable."},
     {"set_attention_gemm", set_attention_gemm, METH_O, "Use the named attention tile GEMM (for tests and benchmarks)."},
-    {"attention_bf16_gemm", attention_bf16_gemm, METH_NOARGS,
-     "How blas multiplies bf16 attention tiles: native (MKL bf16, AMX) or widened (exact fp32 widening, sgemm)."},
-    {"set_attention_bf16_gemm", set_attention_bf16_gemm, METH_O,
-     "Use the named bf16 tile GEMM (native, widened; for tests and benchmarks)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

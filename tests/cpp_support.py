@@ -21,8 +21,3 @@ def simd(extension, capability: str):
 def attention_gemm(extension, name: str):
     """Run the CPU attention with the named tile GEMM (blas / portable)."""
     return _switched(extension.attention_gemm, extension.set_attention_gemm, name)
-
-
-def attention_bf16_gemm(extension, name: str):
-    """Run the CPU attention's bf16 tiles through the named GEMM (native MKL bf16 / widened to sgemm)."""
-    return _switched(extension.attention_bf16_gemm, extension.set_attention_bf16_gemm, name)

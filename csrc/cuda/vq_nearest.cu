@@ -1,13 +1,15 @@
 // CUDA nearest-code search: the CUDA kernel of lam_fast::vq_nearest(x: (M, D), codebook: (K, D)).
 //
-// Same contract and method as the CPU kernel (csrc/vq.cpp): the result is the first minimum of the
-// float64 distance |x|^2 - 2 x.c + |c|^2 (a NaN distance wins, as torch.argmin), found with fp32
-// tiles plus a rigorous error bound:
+// Same contract and method as the CPU kernel (csrc/vq.cpp): the reference's nearest code (ties to the
+// lowest index, a NaN distance wins, as torch.argmin), found with fp32 tiles plus a rigorous bound:
 //   pass 1: fp32 e_k = |c_k|^2 - 2 x.c_k over all codes, per-row minimum;
 //   pass 2: the same tiles again; codes with e_k <= min + 2b (b bounds |e_hat - e| for any fp32
-//           evaluation order, so the exact winner is always among them) are re-evaluated in float64.
+//           evaluation order, so the exact winner and the reference's near-tie window are always
+//           among them) are ranked by sum_d (x_d - c_d)^2 in float64, in index order, as the
+//           reference ranks its near ties (identical codes tie exactly).
 // Rows with non-finite or huge values (and every row, if the codebook has such values) evaluate
-// every code in float64. A block owns 64 rows and streams the codebook through shared memory in
+// every code by the float64 expanded distance |x|^2 - 2 x.c + |c|^2 and take its first minimum
+// (the reference's answer except at near ties of such rows, which it also re-ranks). A block owns 64 rows and streams the codebook through shared memory in
 // 64-code x 16-dim tiles; each thread holds a 4 x 4 register tile. Nothing M x K is allocated.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -77,6 +79,17 @@ __device__ double distance64(const T* __restrict__ xr, const T* __restrict__ cr,
   double dot = 0.0;
   for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(ld(xr + d)) * static_cast<double>(ld(cr + d));
   return (xx - 2.0 * dot) + cc;
+}
+
+// The reference's tie-breaking distance: sum_d (x_d - c_d)^2 in float64, in index order.
+template <typename T>
+__device__ double squared_difference64(const T* __restrict__ xr, const T* __restrict__ cr, int64_t D) {
+  double s = 0.0;
+  for (int64_t d = 0; d < D; ++d) {
+    const double diff = static_cast<double>(ld(xr + d)) - static_cast<double>(ld(cr + d));
+    s += diff * diff;
+  }
+  return s;
 }
 
 template <typename T>
@@ -152,7 +165,8 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t k = n0 + tx * 4 + j;
         if (k >= K) continue;
         if (!(exact_s[r] || ccf[k] - 2.f * acc[i][j] <= thr_s[r])) continue;
-        const double dist = distance64(x + row * D, cb + k * D, D, xx[row], cc[k]);
+        const double dist = exact_s[r] ? distance64(x + row * D, cb + k * D, D, xx[row], cc[k])
+                                       : squared_difference64(x + row * D, cb + k * D, D);
         if (isnan(dist)) {
           nan_k[i] = k < nan_k[i] ? k : nan_k[i];
         } else if (best_k[i] == K || dist < best_d[i]) {  // k increases within a thread

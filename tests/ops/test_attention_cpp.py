@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 import torch
-from cpp_support import attention_bf16_gemm, attention_gemm, simd
+from cpp_support import attention_gemm, simd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from op_support import assert_attention_matches_reference, out_and_grads, rollout
@@ -21,21 +21,6 @@ from lam_fast.ops._dispatch import CALLS  # noqa: E402
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GEMMS = ["blas", "portable"] if _C.attention_gemm() == "blas" else ["portable"]
-
-
-def _bf16_gemms() -> list[str]:
-    """The bf16 tile GEMMs this build can run (native needs MKL's cblas_gemm_bf16bf16f32)."""
-    usable = []
-    for name in ("native", "widened"):
-        try:
-            with attention_bf16_gemm(_C, name):
-                usable.append(name)
-        except ValueError:
-            pass
-    return usable
-
-
-BF16_GEMMS = _bf16_gemms()
 
 
 def _inputs(seed, b, h, lq, lk, d, *, layout):
@@ -81,9 +66,8 @@ def _run(backend, dtype, q64, k64, v64, grad, *, n, rope, offset):
     layout=st.sampled_from(["bhld", "blhd", "strided"]),
     capability=st.sampled_from(_C.cpu_capabilities()),
     gemm_name=st.sampled_from(GEMMS),
-    bf16_gemm=st.sampled_from(BF16_GEMMS),
 )
-def test_matches_reference(seed, b, h, t, offset, n, d, dtype, use_rope, layout, capability, gemm_name, bf16_gemm):
+def test_matches_reference(seed, b, h, t, offset, n, d, dtype, use_rope, layout, capability, gemm_name):
     if n == 131:
         t = min(t, 5 - offset)  # up to 5 frames of 131 tokens: key blocks of 512 cut through frames
     q64, k64, v64 = _inputs(seed, b, h, t * n, (offset + t) * n, d, layout=layout)
@@ -91,36 +75,9 @@ def test_matches_reference(seed, b, h, t, offset, n, d, dtype, use_rope, layout,
     grad = torch.randn(q64.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     oracle = _run("reference", torch.float64, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
     ref = _run("reference", dtype, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
-    with simd(_C, capability), attention_gemm(_C, gemm_name), attention_bf16_gemm(_C, bf16_gemm):
+    with simd(_C, capability), attention_gemm(_C, gemm_name):
         got = _run("cpp", dtype, q64, k64, v64, grad, n=n, rope=rope, offset=offset)
     assert_attention_matches_reference(got, ref, oracle, d)
-
-
-@pytest.mark.parametrize("bf16_gemm", BF16_GEMMS)
-def test_bf16_tile_gemms_match_reference_at_kernel_tile_sizes(bf16_gemm):
-    """bf16 inputs, frames of 256 tokens (full 256-row query tiles, 512-key blocks), RoPE, KV offset:
-    MKL's bf16 GEMM and the fp32 widening are both within the tolerance rule, fwd and every gradient."""
-    if "blas" not in GEMMS:
-        pytest.skip("no BLAS linked: the bf16 tile GEMMs are the portable loop")
-    g = torch.Generator().manual_seed(11)
-    n, d = 256, 64
-    q64, k64, v64 = (torch.randn(1, 2, length, d, generator=g, dtype=torch.float64) for length in (2 * n, 3 * n, 3 * n))
-    grad = torch.randn(q64.shape, generator=g, dtype=torch.float64)
-    rope = Rope3D(d, (16, 16))
-    oracle = _run("reference", torch.float64, q64, k64, v64, grad, n=n, rope=rope, offset=1)
-    ref = _run("reference", torch.bfloat16, q64, k64, v64, grad, n=n, rope=rope, offset=1)
-    with attention_gemm(_C, "blas"), attention_bf16_gemm(_C, bf16_gemm):
-        got = _run("cpp", torch.bfloat16, q64, k64, v64, grad, n=n, rope=rope, offset=1)
-    assert_attention_matches_reference(got, ref, oracle, d)
-
-
-def test_bf16_tile_gemm_default_follows_amx():
-    """MKL's bf16 GEMM is the default only where the CPU has AMX-BF16 (elsewhere it is slower than
-    sgemm on the widened tiles: README, Results)."""
-    flags = open("/proc/cpuinfo").read().split()
-    assert _C.attention_bf16_gemm() == ("native" if "amx_bf16" in flags and "native" in BF16_GEMMS else "widened")
-    with pytest.raises(ValueError, match="bf16 GEMM cublas"):
-        _C.set_attention_bf16_gemm("cublas")
 
 
 @pytest.mark.parametrize("gemm_name", GEMMS)
