@@ -31,7 +31,7 @@ ifeq ($(strip $(LOCK)),)
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_UNLOCKED)
 	$(PIP) install --upgrade "setuptools>=77" wheel ninja
-	$(PIP) install --upgrade --upgrade-strategy eager --no-build-isolation -e ".[test]"
+	$(PIP) install --upgrade --upgrade-strategy eager --no-build-isolation -e ".[perf]"
 	touch $(STAMP)
 else
 # The lock's torch unless the venv has one; then the constraints: the lock less a user torch's pins.
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) $(LOCK) .ci/lo
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -c $(LOCK) torch
 	$(PY) .ci/lock.py constraints --python $(PY) --lock $(LOCK) --out $(VENV)/constraints.txt
 	$(PIP) install -c $(VENV)/constraints.txt setuptools wheel ninja
-	$(PIP) install -c $(VENV)/constraints.txt --no-build-isolation -e ".[test]"
+	$(PIP) install -c $(VENV)/constraints.txt --no-build-isolation -e ".[perf]"
 	touch $(STAMP)
 endif
 

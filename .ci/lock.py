@@ -12,8 +12,9 @@ second; `make lock` runs the first; `make test-latest` installs without any lock
 A GPU user brings their own torch into the venv before `make install`. The lock holds the CPU
 build the suite passed with here (``torch==2.13.0+cpu``), and pinning it would make pip replace the
 user's CUDA build. So when the environment already has a torch that is not the locked one, the
-constraints drop the torch pin and every pin that conflicts with an exact (``==``) requirement of
-that torch (its triton and its CUDA runtime libraries, say); everything else stays pinned.
+constraints drop the torch pin and the pin of every requirement of that torch installed there at
+another version than the lock's (its triton, its CUDA runtime libraries, say: what pip resolved
+for that torch is kept); everything else stays pinned.
 Standard library only: it runs before anything is installed.
 """
 
@@ -62,35 +63,31 @@ def _query(python: str, code: str):
     return json.loads(out.stdout)
 
 
-def installed_torch(python: str) -> tuple[str, list[str]] | None:
-    """(version, requirement strings) of the torch installed for ``python``, or None."""
-    code = ("import importlib.metadata as m, json\n"
-            "try:\n    d = m.distribution('torch')\n    print(json.dumps([d.version, d.requires or []]))\n"
-            "except m.PackageNotFoundError:\n    print('null')\n")
+def installed_torch(python: str) -> tuple[str, dict[str, str]] | None:
+    """The torch installed for ``python``: (its version, {canonical name: installed version} of each
+    of its requirements that is installed), or None."""
+    code = ("import importlib.metadata as m, json, re\n"
+            "try:\n    d = m.distribution('torch')\n"
+            "except m.PackageNotFoundError:\n    print('null'); raise SystemExit\n"
+            "deps = {}\n"
+            "for req in d.requires or []:\n"
+            "    name = re.match(r'\\s*([A-Za-z0-9][A-Za-z0-9._-]*)', req).group(1)\n"
+            "    try:\n        deps[name] = m.version(name)\n"
+            "    except m.PackageNotFoundError:\n        pass\n"
+            "print(json.dumps([d.version, deps]))\n")
     found = _query(python, code)
-    return None if found is None else (found[0], found[1])
+    return None if found is None else (found[0], {canonical(k): v for k, v in found[1].items()})
 
 
-def _exact_requirements(requirements: list[str]) -> dict[str, str]:
-    """canonical name -> version for each ``name==version`` requirement (markers ignored: a pin
-    that a marker would exclude is dropped too, which only loosens)."""
-    exact = {}
-    for req in requirements:
-        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([^\s,;]+)\s*(?:;.*)?$", req)
-        if match:
-            exact[canonical(match.group(1))] = match.group(2)
-    return exact
-
-
-def constraints_for(lock: dict[str, tuple[str, str]], torch: tuple[str, list[str]] | None) -> tuple[list[str], list[str]]:
+def constraints_for(lock: dict[str, tuple[str, str]], torch: tuple[str, dict[str, str]] | None) -> tuple[list[str], list[str]]:
     """(constraint lines, notes on the pins dropped for an installed torch that is not the locked one)."""
     dropped: dict[str, str] = {}
     if torch is not None and "torch" in lock and lock["torch"][1] != torch[0]:
         version, requirements = torch
         dropped["torch"] = f"torch {version} is installed (the lock has {lock['torch'][1]}); kept"
-        for name, wanted in _exact_requirements(requirements).items():
-            if name in lock and lock[name][1] != wanted:
-                dropped[name] = f"{lock[name][0]}: the installed torch needs =={wanted} (the lock has {lock[name][1]})"
+        for name, installed in sorted(requirements.items()):
+            if name in lock and lock[name][1] != installed:
+                dropped[name] = f"{lock[name][0]} {installed}, installed for that torch, kept (the lock has {lock[name][1]})"
     lines = [f"{name}=={version}" for key, (name, version) in sorted(lock.items()) if key not in dropped]
     return lines, list(dropped.values())
 

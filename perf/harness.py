@@ -541,7 +541,7 @@ def cpu_class() -> str:
     """``cpu-<vendor>-<isa>-<n>c``: what decides a CPU's kernel ratios. The vendor and the widest
     matrix/vector unit (``amx`` > ``avx512bf16`` > ``avx512`` > ``avx2`` > ``base``) set which bf16
     and fp32 paths run and how fast BLAS is against our kernels; the core count sets the threads.
-    E.g. ``cpu-intel-amx-2c`` (Xeon, Sapphire Rapids class), ``cpu-amd-avx512bf16-2c`` (EPYC, Zen 5)."""
+    E.g. ``cpu-intel-amx-2c`` (Xeon, Sapphire Rapids class), ``cpu-amd-avx512bf16-2c`` (EPYC Zen 4 / Zen 5: AVX-512 BF16, no AMX)."""
     vendor, flags = "other", set()
     try:
         for line in open("/proc/cpuinfo"):

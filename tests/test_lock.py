@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -68,15 +69,25 @@ _LOCK = {"torch": ("torch", "2.13.0+cpu"), "triton": ("triton", "3.9.0"), "numpy
 
 
 def test_constraints_keep_a_users_own_torch():
-    """A CUDA torch already in the venv: its pin, and the pins that clash with its exact requirements, go."""
-    cuda_torch = ("2.14.1+cu130", ['triton==3.8.0; platform_system == "Linux"', "nvidia-nccl-cu13==2.29.1",
-                                   "sympy>=1.13.3", "numpy==2.4.6"])
+    """A CUDA torch already in the venv: its pin goes, and so do the pins of its requirements installed
+    there at other versions (what pip resolved for that torch, e.g. triton~=3.8.0); the rest stays."""
+    cuda_torch = ("2.14.1+cu130", {"triton": "3.8.0", "nvidia-nccl-cu13": "2.29.1", "sympy": "1.14.0",
+                                   "numpy": "2.4.6"})
     lines, notes = lock_tool.constraints_for(_LOCK, cuda_torch)
     assert lines == ["numpy==2.4.6", "sympy==1.14.0"]
     assert len(notes) == 3 and notes[0].startswith("torch 2.14.1+cu130 is installed")
+    assert any(n.startswith("triton 3.8.0, installed for that torch, kept") for n in notes)
 
 
 def test_constraints_pin_everything_for_the_locked_torch_or_none():
     everything = sorted(f"{name}=={version}" for name, version in _LOCK.values())
     assert lock_tool.constraints_for(_LOCK, None) == (everything, [])
-    assert lock_tool.constraints_for(_LOCK, ("2.13.0+cpu", ["triton==3.8.0"])) == (everything, [])
+    assert lock_tool.constraints_for(_LOCK, ("2.13.0+cpu", {"triton": "3.8.0"})) == (everything, [])
+
+
+def test_installed_torch_reads_this_environment():
+    import torch
+
+    version, requirements = lock_tool.installed_torch(sys.executable)
+    assert version == torch.__version__
+    assert all(isinstance(v, str) for v in requirements.values())
