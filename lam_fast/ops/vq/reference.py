@@ -38,6 +38,9 @@ def nearest_code_reference(x: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     return out
 
 
+# A custom op so that torch.compile (fullgraph) sees one opaque call: the candidates are a
+# data-dependent set, which dynamo cannot trace without a graph break.
+@torch.library.custom_op("lam_fast_reference::rerank_near_ties", mutates_args=())
 def _rerank_near_ties(rows: torch.Tensor, cd: torch.Tensor, dist: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """argmin over the codes of each row, with the candidates within ``window`` of the row's minimum
     ranked by the fixed-order sum of squared differences. rows: (R, D), cd: (K, D), dist: (R, K),
@@ -60,6 +63,11 @@ def _rerank_near_ties(rows: torch.Tensor, cd: torch.Tensor, dist: torch.Tensor, 
     winners = exact == row_min[r]
     lowest = torch.full_like(best, dist.shape[1]).scatter_reduce(0, r[winners], k[winners], "amin")
     return torch.where(contested, lowest, best)
+
+
+@_rerank_near_ties.register_fake
+def _(rows: torch.Tensor, cd: torch.Tensor, dist: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    return dist.new_empty(dist.shape[0], dtype=torch.int64)
 
 
 def vq_losses(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor):
