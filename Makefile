@@ -28,10 +28,13 @@ $(PY):
 	python3 -m venv $(VENV)
 
 ifeq ($(strip $(LOCK)),)
+# Everything upgraded to its newest release but torch, held at TORCH_UNLOCKED by a one-line
+# constraint (an eager upgrade would otherwise pull the newest, CUDA, torch).
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h) | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_UNLOCKED)
+	echo "$(TORCH_UNLOCKED)" > $(VENV)/torch-constraint.txt
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -c $(VENV)/torch-constraint.txt torch
 	$(PIP) install --upgrade "setuptools>=77" wheel ninja
-	$(PIP) install --upgrade --upgrade-strategy eager --no-build-isolation -e ".[perf]"
+	$(PIP) install --upgrade --upgrade-strategy eager -c $(VENV)/torch-constraint.txt --no-build-isolation -e ".[perf]"
 	touch $(STAMP)
 else
 # The lock's torch unless the venv has one; then the constraints: the lock less a user torch's pins.
