@@ -129,13 +129,13 @@ if [ -z "$PY" ] || ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 PY="$(command -v "$PY")"
 
-# The checkout, not an installed copy; lam_fast._kernels lives in kernels/ (pyproject package-dir),
+# The checkout, not an installed copy; lam_fast._kernels lives in kernels/lam_fast_kernels/ (pyproject package-dir),
 # which only an install maps: a sitecustomize finder maps it otherwise (appended, so an installed
 # mapping wins).
 shim="$OUT/.pyshim"
 mkdir -p "$shim"
 cat >"$shim/sitecustomize.py" <<PYEOF
-# Written by perf/gpu_check.sh: lam_fast._kernels -> $root/kernels for an uninstalled checkout.
+# Written by perf/gpu_check.sh: lam_fast._kernels -> $root/kernels/lam_fast_kernels for an uninstalled checkout.
 import importlib.abc
 import importlib.util
 import sys
@@ -146,7 +146,8 @@ class _KernelsFinder(importlib.abc.MetaPathFinder):
         if fullname != "lam_fast._kernels":
             return None
         return importlib.util.spec_from_file_location(
-            fullname, "$root/kernels/__init__.py", submodule_search_locations=["$root/kernels"])
+            fullname, "$root/kernels/lam_fast_kernels/__init__.py",
+            submodule_search_locations=["$root/kernels/lam_fast_kernels"])
 
 
 sys.meta_path.append(_KernelsFinder())

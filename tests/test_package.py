@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Run in a fresh interpreter: which `kernels` is imported, and where lam_fast._kernels comes from.
 _WHICH_KERNELS = (
-    "import kernels, lam_fast._kernels as ours\n"
+    "import importlib.util, kernels, lam_fast._kernels as ours\n"
     "from kernels import CUDAProperties, LayerRepository\n"  # what transformers imports from the hub package
+    "assert importlib.util.find_spec('kernels').origin == kernels.__file__, importlib.util.find_spec('kernels')\n"
     "print(kernels.__file__)\n"
     "print(ours.__file__)\n"
 )
@@ -39,14 +40,14 @@ def _installed_hub_kernels() -> Path:
     code = "import importlib.util; print(importlib.util.find_spec('kernels').origin)"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True)
     origin = Path(out.stdout.strip()).parent
-    assert origin != ROOT / "kernels" and "site-packages" in origin.parts, origin
+    assert ROOT / "kernels" not in [origin, *origin.parents] and "site-packages" in origin.parts, origin
     return origin
 
 
 def _assert_hub_kernels_and_ours(stdout: str) -> None:
     hub, ours = (Path(line) for line in stdout.split())
     assert hub.parent == _installed_hub_kernels(), f"`import kernels` gave {hub}, not the Hugging Face package"
-    assert ours == ROOT / "kernels" / "__init__.py"
+    assert ours == ROOT / "kernels" / "lam_fast_kernels" / "__init__.py"
 
 
 @pytest.mark.parametrize("how", ["checkout-cwd", "checkout-pythonpath", "outside"])
@@ -93,12 +94,16 @@ def test_transformers_vjepa2_builds_from_the_checkout():
     assert Path(out.stdout.split()[-1]).parent == _installed_hub_kernels()
 
 
-def test_import_kernels_without_the_hub_package_fails_clearly():
-    """With no other `kernels` on sys.path (-S: no site-packages), the checkout's folder is not importable as one."""
-    out = subprocess.run([sys.executable, "-S", "-c", "import kernels"], cwd=ROOT, capture_output=True, text=True)
+def test_without_the_hub_package_our_kernels_stay_out_of_kernels():
+    """With no other `kernels` on sys.path (-S: no site-packages), the checkout's kernels/ folder is
+    at most an empty namespace: no code of ours runs or is reachable under the name `kernels`."""
+    code = ("import kernels\n"
+            "assert getattr(kernels, '__file__', None) is None and not hasattr(kernels, 'attention_fwd')\n"
+            "import kernels.lam_fast_kernels\n")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
-    assert "ModuleNotFoundError: No module named 'kernels'" in out.stderr
-    assert "lam_fast._kernels" in out.stderr
+    assert "ImportError: lam_fast's Triton kernels are the package lam_fast._kernels, not 'kernels.lam_fast_kernels'" in (
+        out.stderr), out.stderr
 
 
 def test_cli_backends_lists_every_op():

@@ -1,4 +1,4 @@
-"""frame_causal_attention[triton] (kernels/attention.py + lam_fast/ops/attention/triton.py) vs the reference.
+"""frame_causal_attention[triton] (kernels/lam_fast_kernels/attention.py + lam_fast/ops/attention/triton.py) vs the reference.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), one program at a time, so the shapes are small; the interpreter's default tiles

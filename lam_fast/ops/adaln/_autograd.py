@@ -1,7 +1,7 @@
 """Fake-tensor and autograd rules shared by the AdaLN kernel backends.
 
 The C++/CUDA ops (``torch.ops.lam_fast.*``, ``csrc/``) and the Triton ops
-(``torch.ops.lam_fast_triton.*``, ``kernels/adaln.py``) have the same four schemas:
+(``torch.ops.lam_fast_triton.*``, ``kernels/lam_fast_kernels/adaln.py``) have the same four schemas:
 
 - ``adaln_modulate_fwd(x, shift, scale, frame_tokens, eps) -> (out, mean, rstd)``
 - ``adaln_modulate_bwd(grad_out, x, scale, mean, rstd, frame_tokens) -> (grad_x, grad_shift, grad_scale)``

@@ -1,5 +1,5 @@
 """Triton backend of the frame-wise AdaLN ops: ``torch.ops.lam_fast_triton.{adaln_modulate,
-gated_residual}_{fwd,bwd}`` custom ops over the launchers in ``kernels/adaln.py``, with fake-tensor
+gated_residual}_{fwd,bwd}`` custom ops over the launchers in ``kernels/lam_fast_kernels/adaln.py``, with fake-tensor
 and autograd rules so they run under ``torch.compile(fullgraph=True)``.
 
 Importing this module imports triton, so a checkout without it raises ImportError here (the

@@ -1,5 +1,5 @@
 """Triton backend of the VQ lookup: ``torch.ops.lam_fast_triton.vq_lookup``, a custom op over the
-fused search + gather + squared-error kernel in ``kernels/vq.py``, with the fake-tensor rule and the
+fused search + gather + squared-error kernel in ``kernels/lam_fast_kernels/vq.py``, with the fake-tensor rule and the
 autograd of ``vq_losses`` (straight-through quantized, commitment loss to x, codebook loss to the
 chosen codes) so it runs under ``torch.compile(fullgraph=True)``.
 
