@@ -14,7 +14,8 @@
 //      (the candidates contain the reference's near-tie window) and take the first minimum.
 // Rows (or codebooks) with non-finite values or magnitudes where fp32 could overflow take the
 // reference's float64 scan instead (expanded distances, then the same re-ranking near the minimum;
-// a non-finite minimum is kept, as the reference keeps argmin's answer). No M x K buffer exists; codes are scanned in cache-sized blocks.
+// a non-finite minimum is kept, as the reference keeps argmin's answer). No M x K buffer exists;
+// codes are scanned in cache-sized blocks.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -201,13 +202,14 @@ Tensor vq_nearest_cpu(const Tensor& x_, const Tensor& codebook_) {
       }
     }
   });
-  double cc_max = 0.0, cc_max_nan = 0.0;  // the second propagates NaN, as the reference's max does
-  bool codebook_fast = true;
+  double cc_max = 0.0;  // std::max skips NaN; the reference's window max propagates it (cc_max_nan)
+  bool codebook_fast = true, codebook_nan = false;
   for (int64_t k = 0; k < K; ++k) {
     codebook_fast = codebook_fast && std::isfinite(cc[k]) && cc[k] <= kFastNormSqMax;
+    codebook_nan = codebook_nan || std::isnan(cc[k]);
     cc_max = std::max(cc_max, cc[k]);
-    cc_max_nan = std::isnan(cc_max_nan) || std::isnan(cc[k]) ? cc[k] + cc_max_nan : std::max(cc_max_nan, cc[k]);
   }
+  const double cc_max_nan = codebook_nan ? std::numeric_limits<double>::quiet_NaN() : cc_max;
   const double c_norm_max = std::sqrt(cc_max);
 
   const cpu::KernelTable& kt = cpu::kernels();

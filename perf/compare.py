@@ -86,12 +86,16 @@ def compare(run: dict, base: dict, tolerance: float = 0.15) -> tuple[list[dict],
     return rows, notes
 
 
+def _format_table(table: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
 def format_rows(rows: list[dict]) -> str:
     table = [("case", "mode", "impl", "vs", "stored", "new", "band", "status")]
     table += [(r["case"], r["mode"], r["impl"], r["vs"], f"{r['stored']:.3f}x", f"{r['new']:.3f}x",
                f"+-{r['band']:.0%}", r["status"] if r["gated"] else f"info: {r['status'].lower()}") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    return _format_table(table)
 
 
 def _ratio_listing(run: dict) -> str:
@@ -100,8 +104,7 @@ def _ratio_listing(run: dict) -> str:
     for rec in run["results"]:
         if rec["kind"] == "backend":
             table += [(rec["case"], rec["mode"], rec["impl"], vs, f"{r:.3f}x") for vs, r in sorted(rec["ratio_vs"].items())]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    return _format_table(table)
 
 
 def _run_problems(run: dict) -> list[str]:
@@ -110,6 +113,30 @@ def _run_problems(run: dict) -> list[str]:
         problems.append("the run did not complete (cut short): its missing cases were not compared")
     problems += [f"failed: {f['case']} [{f['impl']}] {f['stage']}: {f['error']}" for f in run.get("failures", [])]
     return problems
+
+
+def _gated_regressions(run: dict, path: Path, tolerance: float) -> list[dict]:
+    """Print the comparison of ``run`` with the stored run at ``path``; return the gated regressions
+    (none when the stored run is of another device class)."""
+    run_class = run.get("device_class", run.get("device"))
+    base = json.loads(path.read_text())
+    base_class = base.get("device_class", base.get("device"))
+    gated = run_class == base_class
+    if not gated:
+        print(f"compare: run device class {run_class} ({run.get('device_name')}) vs baseline {base_class} "
+              f"({base.get('device_name')}): ratios do not transfer between classes; listed, nothing gated")
+    print(f"compare: run against {path}")
+    rows, notes = compare(run, base, tolerance)
+    if not gated:
+        rows = [{**r, "gated": False} for r in rows]
+    print(format_rows(rows))
+    for note in notes:
+        print(f"skipped: {note}")
+    counts = {s: sum(r["status"] == s and r["gated"] for r in rows) for s in ("OK", "IMPROVED", "REGRESSED")}
+    print(f"compare: gated (our kernels): {counts['OK']} OK, {counts['IMPROVED']} improved, "
+          f"{counts['REGRESSED']} regressed; {sum(not r['gated'] for r in rows)} listed for information; "
+          f"{len(notes)} skipped")
+    return [r for r in rows if r["status"] == "REGRESSED" and r["gated"]]
 
 
 def main(argv=None) -> int:
@@ -121,32 +148,14 @@ def main(argv=None) -> int:
     run = json.loads(args.run.read_text())
     run_class = run.get("device_class", run.get("device"))
     path = args.baseline / f"{run_class}.json" if args.baseline.is_dir() else args.baseline
-    problems = _run_problems(run)
-    if not path.exists():
+    if path.exists():
+        regressed = _gated_regressions(run, path, args.tolerance)
+    else:
         print(f"compare: no stored baseline for device class {run_class} ({run.get('device_name')}): {path} "
               f"does not exist; ratios listed, nothing gated (store one: cp {args.run} {path})")
         print(_ratio_listing(run))
-        gated = False
         regressed = []
-    else:
-        base = json.loads(path.read_text())
-        base_class = base.get("device_class", base.get("device"))
-        gated = run_class == base_class
-        if not gated:
-            print(f"compare: run device class {run_class} ({run.get('device_name')}) vs baseline {base_class} "
-                  f"({base.get('device_name')}): ratios do not transfer between classes; listed, nothing gated")
-        print(f"compare: {args.run} against {path}")
-        rows, notes = compare(run, base, args.tolerance)
-        if not gated:
-            rows = [{**r, "gated": False} for r in rows]
-        print(format_rows(rows))
-        for note in notes:
-            print(f"skipped: {note}")
-        regressed = [r for r in rows if r["status"] == "REGRESSED" and r["gated"]]
-        counts = {s: sum(r["status"] == s and r["gated"] for r in rows) for s in ("OK", "IMPROVED", "REGRESSED")}
-        print(f"compare: gated (our kernels): {counts['OK']} OK, {counts['IMPROVED']} improved, "
-              f"{counts['REGRESSED']} regressed; {sum(not r['gated'] for r in rows)} listed for information; "
-              f"{len(notes)} skipped")
+    problems = _run_problems(run)
     for problem in problems:
         print(f"compare: {problem}")
     return 1 if regressed or problems else 0

@@ -1,5 +1,6 @@
 """Packaging: light import, the installed kernels package, the CLI."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ _WHICH_KERNELS = (
 )
 
 
+@functools.cache
 def _installed_hub_kernels() -> Path:
     """The Hugging Face `kernels` package's folder (in site-packages), found without the checkout on sys.path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
