@@ -61,6 +61,7 @@ import torch.nn.functional as F
 
 from lam_fast.data import ClipRequest, VideoClipDataset, decoder_status, make_dataloader, make_decoder
 from lam_fast.data.samples import fetch_samples
+from lam_fast.io import versions
 
 NUM_FRAMES, FPS, SIZE, BATCH = 16, 4.0, 256, 8
 STRONGEST = "baseline_decord"  # the strongest public CPU baseline: every case's ratio to it is reported too
@@ -201,18 +202,6 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def _optional_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    found = {}
-    for name in ("nvidia-dali-cuda130", "opencv-python-headless", "decord"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     samples = Path(args.samples)
@@ -324,16 +313,13 @@ def run(args: argparse.Namespace) -> dict:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         sha = None
-    import av
-
     return {
         "benchmark": "decode",
         "clip": {"num_frames": NUM_FRAMES, "fps": FPS, "image_size": SIZE, "batch_size": BATCH},
         "sources": [os.path.basename(p) for p in paths],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name(),
         "cpu_count": os.cpu_count(),
-        "versions": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version(),
-                     **_optional_versions()},
+        "versions": versions(),
         "strongest_baseline": STRONGEST,
         "skipped": skipped,
         "git_sha": sha,

@@ -21,8 +21,6 @@ applies to every case, with a comma list only to those ops (e.g. ``--compile ada
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from lam_fast.io import write_json_atomic  # noqa: E402
 from perf.cases import SETS, get_set  # noqa: E402
 from perf.harness import device_class, device_name, measure_floors, run_suite, versions  # noqa: E402
 
@@ -62,12 +61,6 @@ def format_table(record: dict) -> str:
                      f"{eager:.2f}x" if eager is not None else "-", rate, floor, _mib(peak), below))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def _write(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _comma_list(value: str | None, known, what: str) -> set[str] | None:
@@ -113,7 +106,7 @@ def main(argv=None) -> int:
                   "device_name": device_name(device), "versions": versions(), "floors": measure_floors(device),
                   "results": [], "failures": [], "complete": True,
                   "settings": {"argv": sys.argv[1:], "wall_s": round(time.perf_counter() - t0, 1)}}
-        _write(out, record)
+        write_json_atomic(out, record)
         print(f"floors on {record['device_name']}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in record["floors"].items() if isinstance(v, float)))
         print(f"wrote {out}")
@@ -125,9 +118,9 @@ def main(argv=None) -> int:
     compile_pred = (lambda c: True) if compile_ops is None else (lambda c: c.op in compile_ops)
     record = run_suite(cases, suite=args.set, device=args.device, reps=args.reps, warmup=args.warmup,
                        compile=compile_pred, min_time_s=args.min_time, keep_going=args.keep_going,
-                       measure_memory=not args.no_memory, checkpoint=lambda rec: _write(out, rec))
+                       measure_memory=not args.no_memory, checkpoint=lambda rec: write_json_atomic(out, rec))
     record["settings"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    _write(out, record)
+    write_json_atomic(out, record)
     print()
     print(f"{record['suite']} on {record['device_name']} (class {record['device_class']}); floors: "
           + ", ".join(f"{k} {v:.3f}" for k, v in record["floors"].items() if isinstance(v, float)))

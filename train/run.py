@@ -2,7 +2,7 @@
 
 import sys
 
-from lam_fast.training.cli import main
+from lam_fast.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

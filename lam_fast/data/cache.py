@@ -67,7 +67,7 @@ from torch.utils.data import Dataset
 from lam_fast.data.dataset import _START_STREAM, Source, VideoClipDataset, _rng
 from lam_fast.data.decoders import ClipDecoder, ClipRequest, make_decoder
 from lam_fast.data.video import VideoDecodeError, VideoInfo
-from lam_fast.training.safe_io import fsync_file
+from lam_fast.io import TMP_SUFFIX, fsync_dir, save_safetensors_atomic, versions, write_json_atomic
 
 __all__ = [
     "CACHE_DTYPES",
@@ -91,7 +91,6 @@ PROGRESS = "progress.json"
 _PROGRESS_FORMAT = "lam_fast.state_cache.progress"
 _SHARD_PREFIX = "states-"
 _SHARD_SUFFIX = ".safetensors"
-_TMP_SUFFIX = ".tmp"
 
 #: ``--dtype`` name -> storage dtype of the states.
 CACHE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -111,43 +110,10 @@ def _shard_name(number: int) -> str:
     return f"{_SHARD_PREFIX}{number:05d}{_SHARD_SUFFIX}"
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path``: temporary file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=1)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _write_shard(out: Path, number: int, tensors: dict[str, torch.Tensor]) -> str:
     """Write shard ``number`` of ``out`` (temporary name, fsync, rename); return its file name."""
-    from safetensors.torch import save_file
-
     name = _shard_name(number)
-    tmp = out / (name + _TMP_SUFFIX)
-    save_file({key: value.contiguous() for key, value in tensors.items()}, os.fspath(tmp),
-              metadata={"format": CACHE_FORMAT, "version": str(CACHE_VERSION)})
-    fsync_file(tmp)
-    os.replace(tmp, out / name)
-    _fsync_dir(out)
+    save_safetensors_atomic(out / name, tensors, metadata={"format": CACHE_FORMAT, "version": str(CACHE_VERSION)})
     return name
 
 
@@ -320,8 +286,10 @@ def _prepare_out(out: Path) -> dict | None:
             raise FileExistsError(f"{os.fspath(progress_path)!r} is not a lam_fast encode progress file "
                                   f"of version {CACHE_VERSION}: delete {os.fspath(out)!r} and encode again")
         return progress
-    ours = (PROGRESS + _TMP_SUFFIX, MANIFEST + _TMP_SUFFIX)  # a crash while writing the first progress
-    if any(path.name not in ours for path in out.iterdir()):
+    # a crash while writing the first progress file leaves only its temporary file
+    ours = (PROGRESS, MANIFEST)
+    if any(not (path.name.endswith(TMP_SUFFIX) and path.name.lstrip(".").startswith(ours))
+           for path in out.iterdir()):
         raise FileExistsError(f"--out {os.fspath(out)!r} is not empty and holds no unfinished "
                               "`lam-fast encode` work: choose a new or empty directory")
     return None
@@ -332,17 +300,8 @@ def _discard_unrecorded(out: Path, kept: set[str]) -> None:
     for path in out.iterdir():
         name = path.name
         stale_shard = name.startswith(_SHARD_PREFIX) and name.endswith(_SHARD_SUFFIX) and name not in kept
-        if path.is_file() and (stale_shard or name.endswith(_TMP_SUFFIX)):
+        if path.is_file() and (stale_shard or name.endswith(TMP_SUFFIX)):
             path.unlink()
-
-
-def _versions() -> dict[str, str]:
-    import safetensors
-
-    from lam_fast._version import __version__
-
-    return {"lam_fast": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
-            "python": sys.version.split()[0]}
 
 
 def encode_to_cache(
@@ -459,7 +418,7 @@ def encode_to_cache(
         shards, failed = [], []
 
     def save_progress() -> None:
-        _write_json_atomic(out / PROGRESS, {"format": _PROGRESS_FORMAT, "version": CACHE_VERSION,
+        write_json_atomic(out / PROGRESS, {"format": _PROGRESS_FORMAT, "version": CACHE_VERSION,
                                             "settings": settings, "shards": shards,
                                             "failed": [list(item) for item in failed]})
 
@@ -530,11 +489,11 @@ def encode_to_cache(
         "source": os.fspath(source) if isinstance(source, (str, os.PathLike))
         else f"{len(list(source))} listed paths",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
     }
-    _write_json_atomic(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     (out / PROGRESS).unlink()
-    _fsync_dir(out)
+    fsync_dir(out)
     return out
 
 

@@ -29,13 +29,13 @@ import os
 import re
 import sys
 import tarfile
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 
 from lam_fast.data.dataset import VIDEO_EXTENSIONS, resolve_sources
 from lam_fast.data.video import TarMember, VideoDecodeError, read_video_bytes
+from lam_fast.io import write_json_atomic
 
 __all__ = [
     "INDEX_SUFFIX",
@@ -278,21 +278,10 @@ def _write_cached_index(shard: str, stat: os.stat_result, members: list[tuple[st
     record = {"format": _INDEX_FORMAT, "version": _INDEX_VERSION, "shard_size": stat.st_size,
               "shard_mtime_ns": stat.st_mtime_ns, "problem": problem,
               "members": [list(member) for member in members]}
-    target = _index_path(shard)
-    folder, base = os.path.split(target)
     try:
-        fd, temporary = tempfile.mkstemp(dir=folder or ".", prefix=f".{base}.", suffix=".tmp")
+        write_json_atomic(_index_path(shard), record, indent=None)
     except OSError:
         return  # read-only folder: no cache
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, separators=(",", ":"))
-        os.replace(temporary, target)
-    except OSError:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
 
 
 def _shard_index(shard: str) -> tuple[list[tuple[str, int, int]], str | None]:

@@ -81,7 +81,6 @@ import importlib.util
 import json
 import math
 import os
-import secrets
 import sys
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -95,6 +94,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from lam_fast.io import atomic_write, write_json_atomic
 
 # MuJoCo picks its OpenGL backend when it is imported: a process that imported it before this
 # module without MUJOCO_GL gets GLFW, which needs a display.
@@ -657,24 +658,6 @@ def episode_seed(seed: int, index: int) -> int:
     return int(state >> np.uint64(1))
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` through a temporary file in its folder, then rename it into place.
-
-    The temporary name ends in ``.tmp`` (no video extension), so an interrupted run leaves no
-    file that a video folder scan would pick up; it is removed on failure.
-    """
-    temporary = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
     """Encode uint8 (T, H, W, 3) RGB frames as H.264 (crf 18, yuv420p) at ``fps`` into ``path``."""
     import av
@@ -698,10 +681,6 @@ def _write_npz(path: Path, episode: SimEpisode, index: int) -> None:
         np.savez_compressed(handle, frames=episode.frames, actions=episode.actions, poses=episode.poses,
                             task=np.array(episode.task), seed=np.array(episode.seed, np.int64),
                             index=np.array(index, np.int64))
-
-
-def _write_json(path: Path, record: dict) -> None:
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 _META_KEYS = ("task", "frames", "image_size", "fps", "seed", "scene_seed")
@@ -755,15 +734,15 @@ def generate(task: str, out: str | Path, *, episodes: int, frames: int, seed: in
             shown = ", ".join(f"{key}: {was!r} there, {now!r} asked" for key, (was, now) in differing.items())
             raise ValueError(f"{out} holds a sim dataset with other settings ({shown}); use another folder")
         meta["episodes"] = max(episodes, int(old.get("episodes", 0)))
-    _atomic_write(meta_path, lambda path: _write_json(path, meta))
+    write_json_atomic(meta_path, meta, indent=2)
     videos = []
     for index in range(episodes):
         npz, mp4 = out / f"episode_{index:05d}.npz", out / f"episode_{index:05d}.mp4"
         if not (npz.is_file() and mp4.is_file()):
             episode = render_episode(task, seed=episode_seed(seed, index), frames=frames,
                                      image_size=image_size, scene_seed=seed)
-            _atomic_write(npz, lambda path: _write_npz(path, episode, index))
-            _atomic_write(mp4, lambda path: _write_mp4(path, episode.frames, fps))
+            atomic_write(npz, lambda path: _write_npz(path, episode, index))
+            atomic_write(mp4, lambda path: _write_mp4(path, episode.frames, fps))
         videos.append(mp4)
         if progress is not None:
             progress(index + 1, episodes)

@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+from lam_fast.io import write_text_atomic
+
 HEADLINE = {"leakage": "error_changed", "transfer": "error_transferred"}
 
 
@@ -205,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.runs[0] / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     markdown = render(summaries, base=out.parent)
-    out.write_text(markdown)
+    write_text_atomic(out, markdown)
     html_out = out.with_suffix(".html")
-    html_out.write_text(to_html(markdown))
+    write_text_atomic(html_out, to_html(markdown))
     for s in summaries:
         for protocol, r in s["evals"].items():
             changed = r.get(HEADLINE.get(r.get("protocol", protocol), ""))

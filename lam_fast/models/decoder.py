@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lam_fast.io import load_weights_with_meta, save_weights_with_meta
 from lam_fast.models.config import TransformerConfig
 from lam_fast.nn import AdaLNZeroBlock, FinalLayer
 from lam_fast.ops import Rope3D
@@ -182,19 +181,10 @@ def save_decoder(decoder: StateDecoder, directory: str | Path, extra: dict | Non
     ``{"metrics": {...}}``) into ``directory``. Each file is written to a temporary name and
     renamed into place, weights first, so ``decoder.json`` only ever names complete weights.
     Returns the directory."""
-    from safetensors.torch import save_file
-
-    from lam_fast.training.checkpoint import write_json_atomic
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {**(extra or {}), **decoder.config_dict()}
-    json.dumps(meta, allow_nan=False)  # fail before touching any file
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in decoder.state_dict().items()}
-    tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    write_json_atomic(directory / META_FILE, meta)
+    save_weights_with_meta(directory / WEIGHTS_FILE, directory / META_FILE, decoder.state_dict(), meta)
     return directory
 
 
@@ -210,15 +200,13 @@ def find_decoder_dir(path: str | Path) -> Path | None:
 def load_decoder(path: str | Path, device: str | torch.device = "cpu", *, backend: str = "auto") -> StateDecoder | None:
     """Load the decoder in ``path`` (a decoder directory, or a run directory with ``decoder/``), in
     eval mode on ``device``; None when there is none. The metadata is in ``decoder.meta``."""
-    from safetensors.torch import load_file
-
     directory = find_decoder_dir(path)
     if directory is None:
         return None
-    meta = json.loads((directory / META_FILE).read_text())
+    tensors, meta = load_weights_with_meta(directory / WEIGHTS_FILE, directory / META_FILE)
     decoder = StateDecoder(meta["state_dim"], tuple(meta["grid"]), meta["image_size"],
                            TransformerConfig(**meta["config"]), frames_per_state=meta["frames_per_state"],
                            rope_base=meta["rope_base"], backend=backend)
-    decoder.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    decoder.load_state_dict(tensors)
     decoder.meta = meta
     return decoder.to(device).eval()

@@ -30,15 +30,15 @@ parametrisation as the planner).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lam_fast.io import load_weights_with_meta, save_weights_with_meta
 
 #: The reacher's wrist joint range (+-160 degrees, dm_control's reacher.xml), applied like the simulator.
 REACHER_WRIST_LIMIT = math.radians(160.0)
@@ -94,33 +94,22 @@ def encode_episode(encoder, frames, device="cpu") -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- save / load
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_module(directory: str | Path, name: str, module: nn.Module, meta: dict) -> Path:
     """``DIR/NAME.safetensors`` then ``DIR/NAME.json`` (the JSON last: a crash mid-save leaves the
     previous pair loadable, or nothing that looks complete)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    _write_atomic(directory / f"{name}.safetensors", lambda p: save_file(state, str(p)))
-    _write_atomic(directory / f"{name}.json", lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    save_weights_with_meta(directory / f"{name}.safetensors", directory / f"{name}.json", module.state_dict(), meta)
     return directory
 
 
 def _load_pair(directory: str | Path, name: str) -> tuple[dict, dict]:
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
     if not meta_path.is_file() or not weights.is_file():
         raise FileNotFoundError(f"no {name} in {directory} (expected {meta_path.name} and {weights.name})")
-    return json.loads(meta_path.read_text()), load_file(str(weights))
+    tensors, meta = load_weights_with_meta(weights, meta_path)
+    return meta, tensors
 
 
 def build_controller(meta: dict) -> nn.Module:

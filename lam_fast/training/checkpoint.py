@@ -10,13 +10,12 @@ leaves the previous checkpoint intact and loadable. Only the newest ``keep_last`
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import shutil
 from pathlib import Path
 
 import torch
+
+from lam_fast.io import publish_dir, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "step_"
@@ -34,29 +33,6 @@ def staging_dir(out: str | Path, step: int) -> Path:
     return checkpoint_root(out) / f"{step_dir_name(step)}.tmp"
 
 
-def write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def library_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    import lam_fast
-
-    versions = {"lam_fast": lam_fast.__version__, "torch": torch.__version__, "python": platform.python_version()}
-    for dist in ("deepspeed", "safetensors", "av", "transformers", "triton"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def publish(out: str | Path, step: int, keep_last: int) -> Path:
     """Rename the staging directory of ``step`` into place, point ``latest`` at it, prune old ones.
     Call on one rank after every rank has written its files."""
@@ -64,17 +40,8 @@ def publish(out: str | Path, step: int, keep_last: int) -> Path:
     final = root / step_dir_name(step)
     if final.exists():
         shutil.rmtree(final)
-    os.replace(staging_dir(out, step), final)
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    with open(root / "latest.tmp", "w") as f:
-        f.write(final.name)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(root / "latest.tmp", root / "latest")
+    publish_dir(staging_dir(out, step), final)
+    write_text_atomic(root / "latest", final.name)
     for old in list_checkpoints(out)[:-keep_last]:
         shutil.rmtree(old)
     for stale in root.glob(f"{_PREFIX}*.tmp"):
@@ -115,25 +82,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def load_world_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from a run directory (its latest checkpoint) or a checkpoint directory.
+def __getattr__(name: str):
+    # ``load_world_model`` moved to :mod:`lam_fast.runs` (a run directory is opened above the
+    # training layer); the old path keeps working. The only upward import of the package, listed
+    # as such in tests/test_layers.py.
+    if name == "load_world_model":
+        from lam_fast.runs import load_world_model
 
-    Returns ``(model, encoder, cfg)``: the :class:`LatentActionWorldModel` in eval mode with the saved
-    weights, the frozen encoder it was trained on, and the resolved :class:`TrainConfig`. Reads only
-    YAML, JSON and safetensors.
-    """
-    from safetensors.torch import load_file
-
-    from lam_fast.models import LatentActionWorldModel
-    from lam_fast.models.encoders import build_encoder
-    from lam_fast.training.config import make_config
-
-    path = Path(path)
-    directory = path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
-    if directory is None:
-        raise FileNotFoundError(f"no checkpoint in {path} (expected model.safetensors or {CHECKPOINT_DIR}/)")
-    cfg = make_config(directory / "config.yaml")
-    encoder = build_encoder(cfg.encoder, cfg.image_size, **cfg.encoder_options()).to(device)
-    model = LatentActionWorldModel(cfg.model_config(), state_dim=encoder.dim, grid=encoder.grid)
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    return model.to(device).eval(), encoder, cfg
+        return load_world_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from lam_fast.io import write_text_atomic
 from lam_fast.models.config import REGULARIZERS, DiscreteConfig, ModelConfig, NoisyConfig, SparseConfig
 
 
@@ -155,4 +156,4 @@ def make_config(yaml_path: str | Path | None = None, **overrides) -> TrainConfig
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=True))

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from lam_fast.io import load_tree, save_safetensors_atomic, save_tree, versions, write_json_atomic, write_text_atomic
 from lam_fast.models import LatentActionWorldModel
 from lam_fast.training import checkpoint as ckpt
 from lam_fast.training.config import ConfigError, TrainConfig, make_config, save_config
 from lam_fast.training.engine import make_engine
-from lam_fast.training.safe_io import fsync_file, load_tree, save_tree
 
 
 #: Config keys a resumed run may change: they do not alter the optimisation trajectory.
@@ -161,10 +161,9 @@ class Trainer:
             state["regularizer.quantizer.usage"] = usage.cpu()
         save_tree({"engine": self.engine.optimizer_state(), "rng": ckpt.rng_state()}, stage / f"optimizer_rank{self.rank}")
         if self.rank == 0:
-            save_file(state, str(stage / "model.safetensors"), metadata={"step": str(self.step)})
-            fsync_file(stage / "model.safetensors")
+            save_safetensors_atomic(stage / "model.safetensors", state, metadata={"step": str(self.step)})
             save_config(self.cfg, stage / "config.yaml")
-            ckpt.write_json_atomic(stage / "versions.json", ckpt.library_versions())
+            write_json_atomic(stage / "versions.json", versions(), sort_keys=True)
             meta = {
                 "step": self.step,
                 "videos_seen": self.videos_seen,
@@ -175,7 +174,7 @@ class Trainer:
                 "zero_stage": self.engine.zero_stage,
                 "encoder": self.encoder_meta,
             }
-            ckpt.write_json_atomic(stage / "trainer.json", meta)
+            write_json_atomic(stage / "trainer.json", meta, sort_keys=True)
         self.engine.barrier()
         final = ckpt.checkpoint_root(self.out) / ckpt.step_dir_name(self.step)
         if self.rank == 0:
@@ -204,9 +203,7 @@ class Trainer:
         if not path.is_file():
             return
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def skipped(self) -> int:
         return len(self.dataset.skipped) + self.read_failures

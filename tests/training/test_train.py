@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from lam_fast.models import LatentActionWorldModel
 from lam_fast.training import NonFiniteLossError, make_config, train
 from lam_fast.training import checkpoint as ckpt
-from lam_fast.training.safe_io import load_tree, save_tree
+from lam_fast.io import load_tree, save_tree
 
 # num_workers=0: several tests patch decoding in this process (DataLoader workers would not see it).
 SMALL = dict(engine="local", preset="tiny", image_size=32, patch_size=8, num_frames=4, fps=4.0, batch_size=2, num_workers=0,

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
+from lam_fast.io import write_text_atomic
+
 
 def _clips(cfg, data: str, clips: int, seed: int) -> list[torch.Tensor]:
-    from lam_fast.eval.cli import load_clips
+    from lam_fast.cli.eval import load_clips
 
     return load_clips(cfg, data, clips, seed, minimum=2, prog="train-decoder (one clip is held out)")[0]
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         pixel_encoder_inverse,
         save_decoder,
     )
-    from lam_fast.training.checkpoint import load_world_model
+    from lam_fast.runs import load_world_model
 
     model, encoder, cfg = load_world_model(args.ckpt, args.device)
     del model  # only the frozen encoder is needed
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     save_decoder(decoder, out, {"metrics": metrics})
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        write_text_atomic(args.json, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     shown = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
     inverse = f", exact inverse PSNR {shown(metrics['inverse_psnr'], '.1f')} dB" if "inverse_psnr" in metrics else ""
     print(f"train-decoder: held-out L1 {metrics['l1']:.4f}, PSNR {shown(metrics['psnr'], '.2f')} dB, "

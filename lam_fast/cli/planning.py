@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from lam_fast.io import write_json_atomic
+
 
 def _write_json(path: Path, payload: dict) -> None:
-    from lam_fast.training.checkpoint import write_json_atomic
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, payload)
+    write_json_atomic(path, payload, sort_keys=True)
 
 
 def _load(data: str, heldout: float):
@@ -63,7 +63,7 @@ def train_controller_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lam_fast.planning.sim import build_controller, controller_dataset, controller_rollout_errors, save_module
-    from lam_fast.training.checkpoint import load_world_model
+    from lam_fast.runs import load_world_model
     from lam_fast.training.controller import ControllerTraining, train_controller
 
     settings = ControllerTraining(steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps - 1),
@@ -132,7 +132,7 @@ def train_action_model_main(argv: list[str] | None = None) -> int:
                                    lr=args.lr, seed=args.seed)
     info, meta, train, held = _load(args.data, args.heldout)
     if args.like:
-        from lam_fast.training.checkpoint import load_world_model
+        from lam_fast.runs import load_world_model
 
         _, encoder, like = load_world_model(args.like, args.device)
         enc_name, enc_options, image_size, preset = like.encoder, like.encoder_options(), like.image_size, like.preset
@@ -205,7 +205,7 @@ def plan_main(argv: list[str] | None = None) -> int:
                             seed=args.seed)
     model = encoder = controller = None
     if policy == "latent":
-        from lam_fast.training.checkpoint import load_world_model
+        from lam_fast.runs import load_world_model
 
         model, encoder, _ = load_world_model(args.ckpt, args.device)
         controller, ctrl_meta = load_controller(args.controller, args.device)

@@ -22,11 +22,12 @@ Every protocol also writes a figure (``--png``, default ``<json stem>.png`` next
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
+
+from lam_fast.io import write_json_atomic
 
 #: training settings that define the state space and the clips: capacity runs must agree on them
 SHARED_KEYS = ("encoder", "encoder_model", "patch_size", "image_size", "num_frames", "fps")
@@ -124,7 +125,7 @@ def _transfer_png(run: str, encoder, states: torch.Tensor, imagined: torch.Tenso
 
 def _capacity(args) -> dict:
     from lam_fast.eval import capacity
-    from lam_fast.training.checkpoint import load_world_model
+    from lam_fast.runs import load_world_model
 
     runs = [Path(p) for p in args.ckpt]
     _check_compatible(runs, args.baseline)
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         figure, reason = _figure(figures.capacity_figure, result, png)
     else:
         from lam_fast.eval import leakage, transfer
-        from lam_fast.training.checkpoint import load_world_model
+        from lam_fast.runs import load_world_model
 
         ckpt = args.ckpt[0]
         model, encoder, cfg = load_world_model(ckpt, args.device)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if figure is None:
         result["figure_reason"] = reason
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.json, result, indent=2)
     if args.protocol == "capacity":
         base = result["baseline"]
         print(f"capacity: baseline {base['run']} error {base['error']:.4f} ({result['clips']} clips)")
