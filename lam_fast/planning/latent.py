@@ -79,6 +79,31 @@ class LatentRollout:
         return x[:, 0].view(b, s, *x.shape[2:])
 
 
+def _check_goal(context: torch.Tensor, goal: torch.Tensor) -> None:
+    if goal.shape != (context.shape[0], *context.shape[2:]):
+        raise ValueError(f"goal must be (B, N, C) = {(context.shape[0], *context.shape[2:])}, got {tuple(goal.shape)}")
+
+
+def _optimise(rollout: LatentRollout, goal: torch.Tensor, action_dim: int, *, method: str,
+              config: CEMConfig | MPPIConfig | None, generator: torch.Generator | None,
+              bound: float | None = None) -> PlanResult:
+    """CEM or MPPI on the L2 distance of the rollout's last imagined state to ``goal``; candidates
+    are clamped to [-bound, bound] before the rollout when ``bound`` is given."""
+    if method not in ("cem", "mppi"):
+        raise ValueError(f"method must be 'cem' or 'mppi', got {method!r}")
+
+    def cost(candidates):
+        if bound is not None:
+            candidates = candidates.clamp(-bound, bound)
+        end = rollout.end_states(candidates).float()
+        return (end - goal[:, None].float()).flatten(2).norm(dim=2)
+
+    kwargs = dict(batch=goal.shape[0], action_dim=action_dim, generator=generator, device=goal.device)
+    if method == "cem":
+        return cem(cost, config=config or CEMConfig(), **kwargs)
+    return mppi(cost, config=config or MPPIConfig(), **kwargs)
+
+
 def plan_latents(
     model: LatentActionWorldModel,
     context: torch.Tensor,
@@ -91,22 +116,11 @@ def plan_latents(
 ) -> PlanResult:
     """Latent action sequences (B, H, Z) that drive the world model from ``context`` (B, T0, N, C)
     to ``goal`` (B, N, C), by CEM or MPPI on the L2 distance of the last imagined state."""
-    if goal.shape != (context.shape[0], *context.shape[2:]):
-        raise ValueError(f"goal must be (B, N, C) = {(context.shape[0], *context.shape[2:])}, got {tuple(goal.shape)}")
+    _check_goal(context, goal)
     z_observed = (model.infer_actions(context) if context.shape[1] > 1
                   else context.new_zeros(context.shape[0], 0, model.cfg.latent_dim))
     rollout = LatentRollout(model, context, z_observed, use_cache=use_cache)
-
-    def cost(candidates):
-        end = rollout.end_states(candidates).float()
-        return (end - goal[:, None].float()).flatten(2).norm(dim=2)
-
-    kwargs = dict(batch=context.shape[0], action_dim=model.cfg.latent_dim, generator=generator, device=context.device)
-    if method == "cem":
-        return cem(cost, config=config or CEMConfig(), **kwargs)
-    if method == "mppi":
-        return mppi(cost, config=config or MPPIConfig(), **kwargs)
-    raise ValueError(f"method must be 'cem' or 'mppi', got {method!r}")
+    return _optimise(rollout, goal, model.cfg.latent_dim, method=method, config=config, generator=generator)
 
 
 def plan_actions(
@@ -133,24 +147,12 @@ def plan_actions(
     ``best``/``mean`` are clamped the same way. ``cond_observed`` (B, T0 - 1, Z): the conditioning
     of the observed transitions (default: none, T0 must be 1).
     """
-    if goal.shape != (context.shape[0], *context.shape[2:]):
-        raise ValueError(f"goal must be (B, N, C) = {(context.shape[0], *context.shape[2:])}, got {tuple(goal.shape)}")
+    _check_goal(context, goal)
     if cond_observed is None:
         if context.shape[1] != 1:
             raise ValueError("pass cond_observed (B, T0-1, Z) for a context of more than one state")
         cond_observed = context.new_zeros(context.shape[0], 0, model.predictor.cond_dim)
     rollout = LatentRollout(model, context, cond_observed, use_cache=use_cache, controller=controller, hold=hold)
-
-    def cost(candidates):
-        end = rollout.end_states(candidates.clamp(-1.0, 1.0)).float()
-        return (end - goal[:, None].float()).flatten(2).norm(dim=2)
-
-    kwargs = dict(batch=context.shape[0], action_dim=action_dim, generator=generator, device=context.device)
-    if method == "cem":
-        result = cem(cost, config=config or CEMConfig(), **kwargs)
-    elif method == "mppi":
-        result = mppi(cost, config=config or MPPIConfig(), **kwargs)
-    else:
-        raise ValueError(f"method must be 'cem' or 'mppi', got {method!r}")
+    result = _optimise(rollout, goal, action_dim, method=method, config=config, generator=generator, bound=1.0)
     result.best, result.mean = result.best.clamp(-1.0, 1.0), result.mean.clamp(-1.0, 1.0)
     return result

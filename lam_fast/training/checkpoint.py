@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lam_fast._moved import moved
 from lam_fast.io import publish_dir, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoints"
@@ -82,12 +83,5 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def __getattr__(name: str):
-    # ``load_world_model`` moved to :mod:`lam_fast.runs` (a run directory is opened above the
-    # training layer); the old path keeps working. The only upward import of the package, listed
-    # as such in tests/test_layers.py.
-    if name == "load_world_model":
-        from lam_fast.runs import load_world_model
-
-        return load_world_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# load_world_model moved to lam_fast.runs (a run directory is opened above the training layer)
+__getattr__ = moved(__name__, {"load_world_model": "lam_fast.runs"})
