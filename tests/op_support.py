@@ -27,22 +27,36 @@ TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # built but broken extension must fail, not skip.
 _NEEDS = {
     "cpp": ("lam_fast._C", "lam_fast._C is not built: run `pip install -e . --no-build-isolation`"),
+    "cuda": ("lam_fast._C", "lam_fast._C is not built: run `pip install -e . --no-build-isolation`"),
     "triton": ("triton", "triton is not installed (the [gpu] extra): no Triton backend to test"),
 }
 
+#: Backends whose tests need a CUDA device: marked ``gpu`` (deselected by ``make test``, run by
+#: ``make gpu-check``) and skipped with the reason where there is no device. Without the device a
+#: CUDA build cannot be told from a CPU one, so only then is it a skip; on a GPU machine an extension
+#: built without its CUDA kernels fails the tests (BackendUnavailable), as a broken one does.
+_GPU_ONLY = {"cuda": "no CUDA device here: the CUDA kernels are tested on a GPU machine (`make gpu-check`)"}
+
 
 def backend_device(backend: str) -> str:
-    """The device a backend's tests run on: Triton's (see TRITON_DEVICE), CPU for the others."""
+    """The device a backend's tests run on: Triton's (see TRITON_DEVICE), CUDA for ``cuda``, CPU for the others."""
+    if backend == "cuda":
+        return "cuda"
     return TRITON_DEVICE if backend == "triton" else "cpu"
 
 
 def backend_params(*backends: str) -> list:
-    """One ``pytest.param`` per backend (id = its name), skipped with the reason where its module is missing."""
+    """One ``pytest.param`` per backend (id = its name), skipped with the reason where its module or
+    device is missing; ``cuda`` carries the ``gpu`` mark."""
     params = []
     for name in backends:
         module, reason = _NEEDS.get(name, (None, ""))
-        missing = module is not None and importlib.util.find_spec(module) is None
-        params.append(pytest.param(name, id=name, marks=[pytest.mark.skip(reason=reason)] if missing else []))
+        marks = [pytest.mark.gpu] if name in _GPU_ONLY else []
+        if module is not None and importlib.util.find_spec(module) is None:
+            marks.append(pytest.mark.skip(reason=reason))
+        elif name in _GPU_ONLY and not torch.cuda.is_available():
+            marks.append(pytest.mark.skip(reason=_GPU_ONLY[name]))
+        params.append(pytest.param(name, id=name, marks=marks))
     return params
 
 

@@ -5,11 +5,19 @@ PyTorch, the oracle) and optimised ones. ``backend="auto"`` walks the op's prefe
 input's device and takes the first available implementation; an explicitly named backend either
 runs or raises :class:`BackendUnavailable` with the reason it cannot. Nothing optional is imported
 until a backend is first asked for.
+
+Why a backend cannot load decides how loudly ``auto`` passes it by. Its optional part may be
+*absent* (triton not installed, ``lam_fast._C`` not built, built without CUDA kernels): a normal
+install, skipped quietly. Or it is there but *broken* (an OSError loading the .so, an ImportError
+such as an undefined symbol, a RuntimeError while registering the ops): a real fault that would
+otherwise only show as a slow run, so it warns once (:class:`BrokenBackendWarning`). Either way
+the reason stays in :func:`backend_status`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,17 +31,51 @@ BACKEND_NAMES = ("reference", "sdpa", "triton", "cpp", "cuda")
 #: The dtypes of the fused kernels (C++, CUDA, Triton); float64 runs on the reference.
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-#: How many times each (op, backend) implementation was entered; tests use it to prove that a
-#: requested fast path really ran instead of silently falling back.
+#: How many times :meth:`Op.select` handed out each (op, backend) implementation. What really ran
+#: is counted where it runs (the kernels' launch counters, the profiler's op names).
 CALLS: Counter[tuple[str, str]] = Counter()
+
+#: Modules a backend may lack on a healthy install: not installed (triton, the [gpu] extra) or not
+#: built (the C++/CUDA extension).
+OPTIONAL_MODULES = frozenset({"triton", "lam_fast._C"})
 
 
 class BackendUnavailable(RuntimeError):
     """An explicitly requested backend cannot run here; the message says why."""
 
 
+class NotBuilt(ImportError):
+    """A backend's optional part was left out of this install on purpose (e.g. ``lam_fast._C`` built
+    without its CUDA kernels): ``auto`` skips it quietly, as a missing optional module."""
+
+
+class BrokenBackendWarning(RuntimeWarning):
+    """A backend is installed but cannot load; ``auto`` falls back to the next one."""
+
+
+def _absent(exc: BaseException) -> bool:
+    """True when ``exc`` says an optional part is not there (not that something present is broken).
+    A ModuleNotFoundError names the missing module: only the optional ones themselves count, not a
+    dependency that an installed module fails to import."""
+    if isinstance(exc, NotBuilt):
+        return True
+    return isinstance(exc, ModuleNotFoundError) and exc.name in OPTIONAL_MODULES
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_broken(op: str, backend: str, reason: str) -> None:
+    """Once per backend and reason: a broken extension fails the same way for every op it serves."""
+    if (backend, reason) not in _WARNED:
+        _WARNED.add((backend, reason))
+        warnings.warn(f"{op}[{backend}] is {reason}; backend 'auto' uses the next one", BrokenBackendWarning,
+                      stacklevel=4)
+
+
 @dataclass
 class _Backend:
+    op: str
     name: str
     devices: tuple[str, ...]
     loader: Callable[[], Callable]
@@ -42,11 +84,15 @@ class _Backend:
     reason: str | None = None
 
     def load(self) -> Callable:
+        """The implementation; the loader runs once, and a failure is kept as the reason."""
         if self.impl is None and self.reason is None:
             try:
                 self.impl = self.loader()
             except (ImportError, OSError, RuntimeError) as exc:
                 self.reason = f"{type(exc).__name__}: {exc}"
+                if not _absent(exc):
+                    self.reason = f"installed but broken: {self.reason}"
+                    _warn_broken(self.op, self.name, self.reason)
         if self.impl is None:
             raise BackendUnavailable(self.reason)
         return self.impl
@@ -70,7 +116,7 @@ class Op:
     ) -> None:
         if name not in BACKEND_NAMES:
             raise ValueError(f"unknown backend name {name!r}; expected one of {BACKEND_NAMES}")
-        self.backends[name] = _Backend(name, devices, loader, dtypes)
+        self.backends[name] = _Backend(self.name, name, devices, loader, dtypes)
 
     def why_unavailable(
         self, backend: str, device: torch.device | str, dtype: torch.dtype | None = None

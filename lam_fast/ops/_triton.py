@@ -19,8 +19,12 @@ TRITON_DEVICES: tuple[str, ...] = ("cuda", "cpu") if interpreting() else ("cuda"
 
 
 def require_triton() -> None:
-    """Import triton or raise ImportError with the reason (the backend's 'unavailable' message)."""
+    """Import triton. Not installed: a ModuleNotFoundError naming it (the backend is absent, the
+    dispatcher skips it quietly); installed but failing to import: that error unchanged (broken)."""
     try:
         import triton  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(f"triton is not installed ({exc}); `pip install triton` (the [gpu] extra)") from exc
+    except ModuleNotFoundError as exc:
+        if exc.name != "triton":
+            raise
+        raise ModuleNotFoundError("triton is not installed; `pip install triton` (the [gpu] extra)",
+                                  name="triton") from exc

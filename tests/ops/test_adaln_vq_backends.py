@@ -1,6 +1,7 @@
-"""adaln_modulate, gated_residual and vq_lookup: the tests every kernel backend (C++, Triton) passes,
-one test parametrized over the backends (a backend whose module is missing skips with the reason).
-The backend-only tests are in test_adaln_cpp.py, test_vq_cpp.py and test_adaln_vq_triton.py."""
+"""adaln_modulate, gated_residual and vq_lookup: the tests every kernel backend (C++, Triton, CUDA)
+passes, one test parametrized over the backends (a backend whose module is missing skips with the
+reason; ``cuda`` is marked ``gpu`` and skips without a CUDA device). The backend-only tests are in
+test_adaln_cpp.py, test_vq_cpp.py and test_adaln_vq_triton.py."""
 
 import functools
 import importlib
@@ -9,16 +10,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from op_support import DTYPES, LAYOUTS, adaln_args, backend_device, backend_params, leaves, make, make_2d
+from op_support import (DTYPES, LAYOUTS, adaln_args, assert_frame_op_matches_oracle, backend_device, backend_params,
+                        leaves, make, make_2d)
 from tolerance import assert_close_to_oracle
 
 from lam_fast.ops import adaln_modulate, gated_residual, vq_lookup
 from lam_fast.ops.vq.reference import nearest_code_reference
 
-KERNEL_BACKENDS = backend_params("cpp", "triton")
+KERNEL_BACKENDS = backend_params("cpp", "triton", "cuda")
 
 # The custom ops of each backend, and the module that registers their fake and autograd rules.
-OPS = {"cpp": ("lam_fast", "lam_fast.ops.adaln.cpp"), "triton": ("lam_fast_triton", "lam_fast.ops.adaln.triton")}
+OPS = {
+    "cpp": ("lam_fast", "lam_fast.ops.adaln.cpp"),
+    "cuda": ("lam_fast", "lam_fast.ops.adaln.cuda"),
+    "triton": ("lam_fast_triton", "lam_fast.ops.adaln.triton"),
+}
 
 
 def nearest(x, codebook, backend):
@@ -43,6 +49,27 @@ def test_identity_at_zero_modulation_and_gate(backend, dtype):
         torch.testing.assert_close(out, layer_norm)
     y = make(g, (2, 12, 40), dtype, "contiguous", device=device)
     assert torch.equal(gated_residual(x, y, zeros, frame_tokens=4, backend=backend), x)
+
+
+# (b, t, n, c, dtype, layout): one token one channel, then frames and channels off the tile and
+# vector widths (n = 70 > the C++ backward's 64-row chunk), in each dtype and memory layout.
+FRAME_CASES = [
+    (1, 1, 1, 1, torch.float32, "contiguous"),
+    (2, 3, 7, 33, torch.bfloat16, "transposed"),
+    (3, 2, 70, 65, torch.float16, "strided"),
+    (2, 2, 17, 16, torch.float32, "strided"),
+]
+
+
+@pytest.mark.parametrize("op", ["adaln_modulate", "gated_residual"])
+@pytest.mark.parametrize("shape", FRAME_CASES, ids=lambda c: "x".join(map(str, c[:4])) + f"-{c[4]}-{c[5]}")
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_frame_ops_match_oracle(backend, shape, op):
+    """Output and input gradients against the reference in the same dtype and the fp64 oracle (the
+    C++ and Triton backends' property tests draw many more cases in their own files)."""
+    b, t, n, c, dtype, layout = shape
+    case = {"seed": 11, "b": b, "t": t, "n": n, "c": c, "dtype": dtype, "layout": layout}
+    assert_frame_op_matches_oracle(op, case, backend, device=backend_device(backend))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -8,7 +8,6 @@ from op_support import assert_attention_backend_matches_reference, backend_devic
 
 from lam_fast import ops
 from lam_fast.ops import BackendUnavailable, KVCache, Rope3D, frame_causal_attention
-from lam_fast.ops._dispatch import CALLS
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -105,7 +104,7 @@ def test_kv_cache_overflow_and_mismatch_raise():
 
 
 def test_rope_scores_depend_on_relative_time_only():
-    d, n = 12, 1
+    d = 12
     rope = Rope3D(d, (1, 1))
     g = torch.Generator().manual_seed(3)
     qv, kv = torch.randn(d, generator=g), torch.randn(d, generator=g)
@@ -138,11 +137,3 @@ def test_validation_and_backend_errors():
     with pytest.raises(BackendUnavailable, match="no backend 'nope'"):
         frame_causal_attention(q, q, q, frame_tokens=4, backend="nope")
     assert ops.auto_backend("frame_causal_attention", "cpu") in ops.backend_status("frame_causal_attention")
-
-
-def test_requested_backend_really_runs():
-    q = torch.randn(1, 1, 8, 8)
-    for backend in ("reference", "sdpa"):
-        before = CALLS[("frame_causal_attention", backend)]
-        frame_causal_attention(q, q, q, frame_tokens=4, backend=backend)
-        assert CALLS[("frame_causal_attention", backend)] == before + 1

@@ -40,17 +40,15 @@ def _load_gated_cpp():
 
 
 def _load_modulate_cuda():
-    from lam_fast.ops.adaln.cpp import adaln_modulate_cpp, require_cuda_kernels
+    from lam_fast.ops.adaln.cuda import adaln_modulate_cuda
 
-    require_cuda_kernels()
-    return adaln_modulate_cpp
+    return adaln_modulate_cuda
 
 
 def _load_gated_cuda():
-    from lam_fast.ops.adaln.cpp import gated_residual_cpp, require_cuda_kernels
+    from lam_fast.ops.adaln.cuda import gated_residual_cuda
 
-    require_cuda_kernels()
-    return gated_residual_cpp
+    return gated_residual_cuda
 
 
 def _load_modulate_triton():
@@ -67,7 +65,6 @@ def _load_gated_triton():
 
 MODULATE.register("cpp", ("cpu",), _load_modulate_cpp, KERNEL_DTYPES)
 GATED.register("cpp", ("cpu",), _load_gated_cpp, KERNEL_DTYPES)
-# csrc/cuda/adaln.cu: the same torch.ops.lam_fast ops, dispatched on CUDA tensors
 MODULATE.register("cuda", ("cuda",), _load_modulate_cuda, KERNEL_DTYPES)
 GATED.register("cuda", ("cuda",), _load_gated_cuda, KERNEL_DTYPES)
 MODULATE.register("triton", TRITON_DEVICES, _load_modulate_triton, KERNEL_DTYPES)

@@ -1,5 +1,6 @@
 """C++ backend of the frame-wise AdaLN ops: autograd and fake-tensor rules for the
-``torch.ops.lam_fast.{adaln_modulate,gated_residual}_{fwd,bwd}`` kernels in ``csrc/``.
+``torch.ops.lam_fast.{adaln_modulate,gated_residual}_{fwd,bwd}`` kernels in ``csrc/`` (the rules
+serve every device: the CUDA backend, ``cuda.py``, calls the same ops on CUDA tensors).
 
 Importing this module imports the compiled extension, so an unbuilt checkout raises ImportError
 here (the dispatcher reports it as the reason ``cpp`` is unavailable).
@@ -42,12 +43,3 @@ def gated_residual_cpp(x, y, gate, *, frame_tokens: int):
     """Same contract as ``gated_residual_reference``; x, y: (B, T*N, C), gate: (B, T, C)."""
     return _OPS.gated_residual_fwd(x, y, gate, frame_tokens)
 
-
-def require_cuda_kernels() -> None:
-    """Raise RuntimeError unless lam_fast._C was built with its CUDA kernels (csrc/cuda/adaln.cu)."""
-    for name in ("adaln_modulate_fwd", "adaln_modulate_bwd", "gated_residual_fwd", "gated_residual_bwd"):
-        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"lam_fast::{name}", "CUDA"):
-            raise RuntimeError(
-                "lam_fast._C was built without CUDA kernels (build with CUDA_HOME set and a CUDA torch, "
-                "or LAM_FAST_BUILD_CUDA=1)"
-            )

@@ -85,9 +85,10 @@ def frame_causal_attention(
             f"inputs have {frame_tokens} and {q.shape[-1]}"
         )
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    # select before the cache grows: an unavailable backend leaves the cache as it was
+    _, impl = OP.select(backend, q.device, q.dtype)
     offset = 0
     if kv_cache is not None:
         offset = kv_cache.num_frames
         k, v = kv_cache.append(k, v, frame_tokens)
-    _, impl = OP.select(backend, q.device, q.dtype)
     return impl(q, k, v, frame_tokens=frame_tokens, rope=rope, scale=scale, q_frame_offset=offset)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torch.nn.functional as F
 
 from lam_fast.ops.attention.rope import Rope3D
+
+#: Calls of each implementation here ("reference", "sdpa"), counted where the attention is computed,
+#: so a test can prove that the one it asked for ran. Not counted while torch.compile traces (a
+#: guarded global would force a recompile per call).
+RUNS: Counter[str] = Counter()
+
+
+def _count(name: str) -> None:
+    if not torch.compiler.is_compiling():
+        RUNS[name] += 1
 
 
 def frame_causal_mask(q_len: int, k_len: int, frame_tokens: int, q_frame_offset: int, device) -> torch.Tensor:
@@ -23,6 +35,7 @@ def _rotate(q, k, rope: Rope3D | None, q_frame_offset: int):
 
 def attention_reference(q, k, v, *, frame_tokens: int, rope: Rope3D | None, scale: float, q_frame_offset: int):
     """q: (B, H, Lq, D) for frames starting at q_frame_offset; k, v: (B, H, Lk, D) from frame 0."""
+    _count("reference")
     q, k = _rotate(q, k, rope, q_frame_offset)
     mask = frame_causal_mask(q.shape[-2], k.shape[-2], frame_tokens, q_frame_offset, q.device)
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
@@ -33,6 +46,7 @@ def attention_reference(q, k, v, *, frame_tokens: int, rope: Rope3D | None, scal
 
 def attention_sdpa(q, k, v, *, frame_tokens: int, rope: Rope3D | None, scale: float, q_frame_offset: int):
     """PyTorch SDPA with the dense frame-causal boolean mask: what every public codebase does."""
+    _count("sdpa")
     q, k = _rotate(q, k, rope, q_frame_offset)
     mask = frame_causal_mask(q.shape[-2], k.shape[-2], frame_tokens, q_frame_offset, q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)

@@ -41,10 +41,9 @@ def _load_cpp():
 
 
 def _load_cuda():
-    from lam_fast.ops.vq.cpp import nearest_code_cpp, require_cuda_kernels
+    from lam_fast.ops.vq.cuda import nearest_code_cuda
 
-    require_cuda_kernels()
-    return _with_losses(nearest_code_cpp)
+    return _with_losses(nearest_code_cuda)
 
 
 def _load_triton():
@@ -55,7 +54,6 @@ def _load_triton():
 
 OP.register("reference", ("cpu", "cuda"), _load_reference)
 OP.register("cpp", ("cpu",), _load_cpp, KERNEL_DTYPES)
-# csrc/cuda/vq_nearest.cu behind the same torch.ops op
 OP.register("cuda", ("cuda",), _load_cuda, KERNEL_DTYPES)
 OP.register("triton", TRITON_DEVICES, _load_triton, KERNEL_DTYPES)
 

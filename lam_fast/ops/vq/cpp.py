@@ -1,6 +1,6 @@
 """C++ backend of the VQ lookup (``csrc/vq.cpp``): ``torch.ops.lam_fast.vq_quantize`` (search,
 gather and losses in one call; the CPU backend) and ``torch.ops.lam_fast.vq_nearest`` (the search
-alone; also the CUDA kernel, whose gather and losses run in torch).
+alone; its CUDA kernel is the CUDA backend, ``cuda.py``, whose gather and losses run in torch).
 
 Importing this module imports the compiled extension, so an unbuilt checkout raises ImportError
 here (the dispatcher reports it as the reason ``cpp`` is unavailable).
@@ -33,11 +33,3 @@ def nearest_code_cpp(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Same contract as ``nearest_code_reference``: int64 (M,) nearest code, ties to the lowest index."""
     return torch.ops.lam_fast.vq_nearest(x.detach(), codebook.detach())
 
-
-def require_cuda_kernels() -> None:
-    """Raise RuntimeError unless lam_fast._C was built with its CUDA kernel (csrc/cuda/vq_nearest.cu)."""
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("lam_fast::vq_nearest", "CUDA"):
-        raise RuntimeError(
-            "lam_fast._C was built without CUDA kernels (build with CUDA_HOME set and a CUDA torch, "
-            "or LAM_FAST_BUILD_CUDA=1)"
-        )
