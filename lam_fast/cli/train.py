@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lam_fast.models.config import PREDICTOR_PRESETS, REGULARIZERS
+from lam_fast.models.config import PREDICTOR_PRESETS, REG_CHOICES
 from lam_fast.training.config import ConfigError, make_config
 
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a latent action world model (PAPER.md). Flags override --config, which overrides defaults.",
     )
     a = p.add_argument
-    a("--reg", choices=REGULARIZERS, help="latent regulariser (default sparse)")
+    a("--reg", choices=REG_CHOICES, help="latent regulariser (default sparse; none: former name of unconstrained)")
     a("--config", help="YAML file of TrainConfig keys (unknown keys are an error)")
     a("--preset", choices=tuple(PREDICTOR_PRESETS), help="predictor size (default tiny)")
     a("--data", help="folder of videos, CSV list (a 'path' column), WebDataset tar shards (file, folder or "

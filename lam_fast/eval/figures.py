@@ -24,7 +24,8 @@ _KNOB_AXES = {
     "beta": ("beta (larger = lower capacity; axis reversed)", True, True),
     "codebook_size": ("codebook size (larger = higher capacity)", True, False),
 }
-_REG_COLORS = {"sparse": "tab:blue", "noisy": "tab:orange", "discrete": "tab:green", "none": "tab:purple"}
+_REG_COLORS = {"sparse": "tab:blue", "noisy": "tab:orange", "discrete": "tab:green", "unconstrained": "tab:purple",
+               "none": "tab:purple"}  # "none": results of runs made before the rename
 
 
 def _pyplot():

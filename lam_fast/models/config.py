@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-REGULARIZERS = ("sparse", "noisy", "discrete", "none", "deterministic")
+#: The latent regularisers of PAPER.md section 2, then the two baselines: ``unconstrained``, a latent
+#: with no regulariser (maximal capacity), and ``deterministic``, no latent at all.
+REGULARIZERS = ("sparse", "noisy", "discrete", "unconstrained", "deterministic")
+#: Former names, still accepted (``--reg none``, the config.yaml of older runs): ``none`` said "no
+#: regulariser" but read as "no latent", which is ``deterministic``.
+REG_ALIASES = {"none": "unconstrained"}
+#: What ``--reg`` and a config file accept.
+REG_CHOICES = REGULARIZERS + tuple(REG_ALIASES)
+
+
+def canonical_reg(name: str) -> str:
+    """The current name of regulariser ``name`` (a former name mapped, any other returned as is)."""
+    return REG_ALIASES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class ModelConfig:
     backend: str = "auto"
 
     def __post_init__(self):
+        object.__setattr__(self, "reg", canonical_reg(self.reg))
         if self.reg not in REGULARIZERS:
             raise ValueError(f"reg={self.reg!r} is not one of {REGULARIZERS}")
         if self.preset not in PREDICTOR_PRESETS:

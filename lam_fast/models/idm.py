@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lam_fast.models.config import TransformerConfig
+from lam_fast.nn import ADAMW, MUON, declare
 
 
 class _Block(nn.Module):
@@ -49,6 +50,10 @@ class InverseDynamicsModel(nn.Module):
         self.pool = nn.MultiheadAttention(w, cfg.heads, batch_first=True)
         self.norm = nn.LayerNorm(w)
         self.head = nn.Linear(w, out_dim)
+        # inputs (pair embedding, positions, pooling query) take AdamW; the head is a hidden matrix
+        # of the joint model (its output z feeds the predictor's conditioning MLP)
+        declare(self, ADAMW, "embed.weight", "embed.bias", "pos_embed", "query_embed")
+        declare(self.head, MUON, "weight")
 
     def forward(self, s_t: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
         if s_t.shape != s_next.shape or s_t.dim() != 3:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lam_fast.models.config import TransformerConfig
-from lam_fast.nn import AdaLNZeroBlock, FinalLayer
+from lam_fast.nn import ADAMW, MUON, AdaLNZeroBlock, FinalLayer, declare
 from lam_fast.ops import KVCache, Rope3D
 
 
@@ -42,9 +42,11 @@ class Predictor(nn.Module):
         super().__init__()
         self.grid, self.cond_dim, self.cfg, self.residual = tuple(grid), cond_dim, cfg, residual
         width = cfg.width
-        self.embed = nn.Linear(state_dim, width)
+        self.embed = declare(nn.Linear(state_dim, width), ADAMW)  # input embedding of the states
         if cond_dim > 0:
+            # a hidden MLP (z from the IDM, or the action, to AdaLN's input), despite its name
             self.cond_embed = nn.Sequential(nn.Linear(cond_dim, width), nn.SiLU(), nn.Linear(width, width))
+            declare(self.cond_embed, MUON, "0.weight", "2.weight")
         else:
             self.null_cond = nn.Parameter(torch.zeros(width))
         self.blocks = nn.ModuleList(

@@ -46,16 +46,17 @@ class LatentRegularizer(nn.Module):
         raise NotImplementedError
 
 
-class NoRegularizer(LatentRegularizer):
-    """Unconstrained continuous z (the ``none`` baseline): maximal capacity, no prior."""
+class UnconstrainedLatent(LatentRegularizer):
+    """A continuous z with no regulariser (the ``unconstrained`` baseline, formerly ``none``): maximal
+    capacity, no loss, no prior. Not to be confused with ``deterministic``, which has no latent."""
 
-    kind = "none"
+    kind = "unconstrained"
 
     def forward(self, h: torch.Tensor) -> RegOutput:
         return RegOutput(h, {}, {"z/abs_mean": h.detach().abs().mean()})
 
     def sample_prior(self, num, *, generator=None, device="cpu"):
-        raise ValueError("the unconstrained 'none' regulariser defines no prior to sample from")
+        raise ValueError("the unconstrained latent has no regulariser, so it defines no prior to sample from")
 
 
 def sparse_energy(z: torch.Tensor, cfg: SparseConfig) -> torch.Tensor:
@@ -223,13 +224,16 @@ class DiscreteRegularizer(LatentRegularizer):
 
 
 def build_regularizer(cfg: ModelConfig) -> LatentRegularizer | None:
-    """The regulariser for ``cfg.reg``; None for the deterministic baseline (no latent at all)."""
+    """The regulariser for ``cfg.reg``: for ``unconstrained`` the pass-through
+    :class:`UnconstrainedLatent`; None only for ``deterministic``, which has no latent at all."""
     if cfg.reg == "sparse":
         return SparseRegularizer(cfg.latent_dim, cfg.sparse)
     if cfg.reg == "noisy":
         return NoisyRegularizer(cfg.latent_dim, cfg.noisy)
     if cfg.reg == "discrete":
         return DiscreteRegularizer(cfg.latent_dim, cfg.discrete, backend=cfg.backend)
-    if cfg.reg == "none":
-        return NoRegularizer(cfg.latent_dim)
-    return None
+    if cfg.reg == "unconstrained":
+        return UnconstrainedLatent(cfg.latent_dim)
+    if cfg.reg == "deterministic":
+        return None
+    raise ValueError(f"no regulariser named {cfg.reg!r}")

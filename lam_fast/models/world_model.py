@@ -22,16 +22,18 @@ class LatentActionWorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig, *, state_dim: int, grid: tuple[int, int]):
         super().__init__()
         self.cfg, self.state_dim, self.grid = cfg, state_dim, tuple(grid)
-        self.regularizer = build_regularizer(cfg)
+        self.regularizer = build_regularizer(cfg)  # None: the deterministic baseline, no latent at all
         num_tokens = grid[0] * grid[1]
-        if self.regularizer is not None:
+        if self.has_latent:
             self.idm = InverseDynamicsModel(state_dim, num_tokens, self.regularizer.idm_out_dim, cfg.idm)
-        cond_dim = 0 if self.regularizer is None else cfg.latent_dim
+        cond_dim = cfg.latent_dim if self.has_latent else 0
         self.predictor = Predictor(state_dim, self.grid, cond_dim, cfg.predictor, rope_base=cfg.rope_base,
                                    residual=cfg.residual, backend=cfg.backend)
 
     @property
     def has_latent(self) -> bool:
+        """False only for ``deterministic`` (no IDM, no regulariser: a learned constant conditions the
+        predictor); an ``unconstrained`` latent is a latent, passed through without a regulariser."""
         return self.regularizer is not None
 
     def _check(self, states: torch.Tensor, min_frames: int) -> None:
@@ -55,7 +57,7 @@ class LatentActionWorldModel(nn.Module):
         b, t = states.shape[:2]
         out: dict[str, torch.Tensor] = {}
         z = None
-        if self.regularizer is not None:
+        if self.has_latent:
             reg = self.regularizer(self._idm(states))
             z = reg.z.view(b, t - 1, -1)
             out.update(reg.losses)
@@ -74,7 +76,7 @@ class LatentActionWorldModel(nn.Module):
     def infer_actions(self, states: torch.Tensor) -> torch.Tensor:
         """Deterministic latent actions (B, T-1, latent_dim): z_t = g(s_t, s_{t+1}) through the regulariser
         (the mean for noisy, the nearest code for discrete)."""
-        if self.regularizer is None:
+        if not self.has_latent:
             raise ValueError("the deterministic baseline has no latent actions")
         self._check(states, 2)
         b, t = states.shape[:2]
@@ -99,7 +101,7 @@ class LatentActionWorldModel(nn.Module):
         self._check(context, 1)
         t0 = context.shape[1]
         if z is None:
-            if self.regularizer is not None or horizon is None:
+            if self.has_latent or horizon is None:
                 raise ValueError("pass z (B, T0-1+H, D), or horizon for the deterministic baseline")
         else:
             if z.dim() != 3 or z.shape[0] != context.shape[0] or z.shape[1] < t0:

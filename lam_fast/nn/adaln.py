@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from lam_fast.nn.attention import FrameCausalSelfAttention
+from lam_fast.nn.optim_groups import ADAMW, declare
 from lam_fast.ops import KVCache, Rope3D, adaln_modulate, gated_residual
 
 
@@ -51,7 +52,7 @@ class FinalLayer(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or dim, 2 * dim))
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
-        self.unembed = nn.Linear(dim, out_dim)
+        self.unembed = declare(nn.Linear(dim, out_dim), ADAMW)  # the output head
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, *, frame_tokens: int) -> torch.Tensor:
         shift, scale = self.modulation(c).chunk(2, dim=-1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lam_fast.nn.optim_groups import ADAMW, declare
 from lam_fast.ops import VQOutput, vq_lookup
 
 
@@ -18,9 +19,9 @@ class VectorQuantizer(nn.Module):
         if num_codes < 1 or dim < 1:
             raise ValueError(f"VectorQuantizer needs num_codes >= 1 and dim >= 1, got {num_codes}, {dim}")
         self.backend = backend
-        # named like nn.Embedding's weight: parameter names containing "embed" are optimised by
-        # AdamW, not Muon (see lam_fast.training.optim.uses_muon)
+        # named like nn.Embedding's weight (checkpoints keep the name); a codebook: AdamW, not Muon
         self.embedding = nn.Parameter(torch.empty(num_codes, dim).uniform_(-1.0 / num_codes, 1.0 / num_codes))
+        declare(self, ADAMW, "embedding")
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.int64))
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from lam_fast.io import write_text_atomic
-from lam_fast.models.config import REGULARIZERS, DiscreteConfig, ModelConfig, NoisyConfig, SparseConfig
+from lam_fast.models.config import REGULARIZERS, DiscreteConfig, ModelConfig, NoisyConfig, SparseConfig, canonical_reg
 
 
 class ConfigError(ValueError):
@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self):
+        object.__setattr__(self, "reg", canonical_reg(self.reg))  # "none" of older runs: "unconstrained"
         checks = {
             "reg": self.reg in REGULARIZERS,
             "engine": self.engine in ("auto", "deepspeed", "local"),

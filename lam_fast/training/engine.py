@@ -3,7 +3,8 @@
 ``LocalEngine``: one process, plain PyTorch (torch.optim.Muon + AdamW); needs no DeepSpeed.
 ``DeepSpeedEngine``: DeepSpeed (ZeRO 0-3, its Muon-with-auxiliary-Adam optimizer, gloo on CPU,
 nccl on GPU), launched by ``deepspeed train/run.py`` or as one process by ``python train/run.py``.
-Both use the same parameter split (``optim.uses_muon``), LR schedule and gradient clipping.
+Both use the same parameter split (the groups the model's modules declare, ``lam_fast.nn.optim_groups``),
+LR schedule and gradient clipping.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lam_fast.nn import MUON, optimizer_groups
 from lam_fast.training.config import ConfigError, TrainConfig
-from lam_fast.training.optim import MuonAdamW, split_params, uses_muon, warmup_cosine
+from lam_fast.training.optim import MuonAdamW, split_params, warmup_cosine
 
 #: Keys of DeepSpeed's ZeRO optimizer state that hold objects rather than tensors and that the
 #: optimizer rebuilds from its config on construction (loss scaler, universal-checkpoint maps).
@@ -151,8 +153,9 @@ class DeepSpeedEngine:
         self.zero_stage = int(self.config["zero_optimization"].get("stage", 0))
         if self.config["optimizer"].get("type") != "Muon":
             raise ConfigError("lam_fast trains with DeepSpeed's Muon optimizer; the deepspeed config sets another")
+        groups = optimizer_groups(model)
         for name, p in model.named_parameters():
-            p.use_muon = uses_muon(name, p)
+            p.use_muon = groups[name] == MUON  # DeepSpeed's Muon reads this tag
         factor = warmup_cosine(cfg.steps, cfg.warmup_frac)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model.to(device),

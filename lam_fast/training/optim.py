@@ -7,19 +7,18 @@ import math
 import torch
 from torch import nn
 
-
-def uses_muon(name: str, param: torch.Tensor) -> bool:
-    """Muon takes 2-D hidden weight matrices; embeddings and output heads (parameters whose name
-    contains "embed", e.g. ``unembed``, ``pos_embed``, the VQ ``embedding``), norms and biases take
-    AdamW. DeepSpeed's Muon applies the same rule, so both engines split identically."""
-    return param.dim() == 2 and "embed" not in name.lower()
+from lam_fast.nn import MUON, optimizer_groups
 
 
 def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon, AdamW) trainable parameters, in ``named_parameters`` order, as the model's modules
+    declared them (``lam_fast.nn.optim_groups``: hidden matrices to Muon; input embeddings, output
+    heads, the codebook, biases and norms to AdamW). The DeepSpeed engine tags the same split."""
+    groups = optimizer_groups(model)
     muon, adamw = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (muon if uses_muon(name, p) else adamw).append(p)
+            (muon if groups[name] == MUON else adamw).append(p)
     return muon, adamw
 
 

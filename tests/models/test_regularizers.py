@@ -5,12 +5,13 @@ import math
 import pytest
 import torch
 
-from lam_fast.models.config import DiscreteConfig, NoisyConfig, SparseConfig
+from lam_fast.models.config import REG_CHOICES, REGULARIZERS, DiscreteConfig, ModelConfig, NoisyConfig, SparseConfig
 from lam_fast.models.regularizers import (
     DiscreteRegularizer,
     NoisyRegularizer,
-    NoRegularizer,
     SparseRegularizer,
+    UnconstrainedLatent,
+    build_regularizer,
     gaussian_kl,
     sparse_energy,
     vcm_terms,
@@ -115,9 +116,22 @@ def test_discrete_reset_replaces_only_unused_codes():
     assert int(reg.quantizer.usage.sum()) == 0  # counts restart after a reset
 
 
-def test_none_has_no_prior():
-    reg = NoRegularizer(3)
+def test_unconstrained_latent_has_no_loss_and_no_prior():
+    reg = UnconstrainedLatent(3)
     out = reg(torch.ones(2, 3))
-    assert out.losses == {}
+    assert out.losses == {} and torch.equal(out.z, torch.ones(2, 3))
     with pytest.raises(ValueError, match="no prior"):
         reg.sample_prior(2)
+
+
+def test_names_say_unconstrained_latent_or_no_latent():
+    """``unconstrained``: a latent without a regulariser; ``deterministic``: no latent at all. The old
+    name ``none`` (a latent, unconstrained) is still accepted and means ``unconstrained``."""
+    assert "none" not in REGULARIZERS and "none" in REG_CHOICES
+    old = ModelConfig(reg="none")
+    assert old.reg == "unconstrained" and old == ModelConfig(reg="unconstrained")
+    reg = build_regularizer(old)
+    assert isinstance(reg, UnconstrainedLatent) and reg.kind == "unconstrained"
+    assert build_regularizer(ModelConfig(reg="deterministic")) is None
+    with pytest.raises(ValueError, match="reg='nothing'"):
+        ModelConfig(reg="nothing")

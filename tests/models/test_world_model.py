@@ -52,7 +52,7 @@ def test_loss_dictionary(reg):
         "sparse": {"reg/variance", "reg/covariance", "reg/mean", "reg/energy"},
         "noisy": {"reg/kl"},
         "discrete": {"reg/vq_codebook", "reg/vq_commitment"},
-        "none": set(),
+        "unconstrained": set(),
         "deterministic": set(),
     }[reg]
     assert {k for k in out if k.startswith("reg/")} == expected

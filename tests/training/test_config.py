@@ -58,3 +58,16 @@ def test_deepspeed_config_merge_and_batch_mismatch(tmp_path):
     path.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
     assert deepspeed_config(make_config(deepspeed_config=str(path)), on_gpu=False)["zero_optimization"] == {
         "stage": 3, "reduce_scatter": False}
+
+
+def test_old_reg_name_none_still_loads_as_unconstrained(tmp_path):
+    """config.yaml of runs trained before the rename say ``reg: none``; ``--reg none`` still parses."""
+    from lam_fast.cli.train import build_parser
+
+    old = tmp_path / "config.yaml"
+    old.write_text("reg: none\nsteps: 5\n")
+    cfg = make_config(old)
+    assert cfg.reg == "unconstrained" and cfg.model_config().reg == "unconstrained"
+    assert make_config(old, reg="unconstrained") == cfg
+    assert build_parser().parse_args(["--reg", "none"]).reg == "none"
+    assert build_parser().parse_args(["--reg", "unconstrained"]).reg == "unconstrained"
