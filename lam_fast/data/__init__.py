@@ -1,14 +1,15 @@
-"""Video data: decoders (PyAV, OpenCV, DALI), clip datasets, tar shards, state caches, samplers."""
+"""Video data: sources, decoders (PyAV, OpenCV, DALI), clip datasets, tar shards, state-cache reading.
+
+Knows no model: the state-cache writer (it runs the frozen encoder) is
+:mod:`lam_fast.training.encode`, the command lines are in :mod:`lam_fast.cli.data`.
+"""
 
 from lam_fast.data.dataset import (
-    VIDEO_EXTENSIONS,
     BatchedClipLoader,
-    ClipBatchSampler,
     ClipItem,
     VideoClipDataset,
     collate_clips,
     make_dataloader,
-    resolve_sources,
 )
 from lam_fast.data.decoders import (
     DECODERS,
@@ -20,10 +21,13 @@ from lam_fast.data.decoders import (
     make_decoder,
 )
 from lam_fast.data.samples import SAMPLE_CLIPS, fetch_samples
+from lam_fast.data.sampling import ClipBatchSampler
+from lam_fast.data.sources import VIDEO_EXTENSIONS, Source, resolve_sources
 from lam_fast.data.video import (
     TarMember,
     VideoDecodeError,
     VideoInfo,
+    VideoRecord,
     decode_clip,
     frame_indices,
     probe_video,
@@ -38,6 +42,7 @@ __all__ = [
     "ClipDecoder",
     "ClipRequest",
     "DecoderUnavailable",
+    "Source",
     "TarMember",
     "auto_decoder",
     "decoder_status",
@@ -49,6 +54,7 @@ __all__ = [
     "VideoClipDataset",
     "VideoDecodeError",
     "VideoInfo",
+    "VideoRecord",
     "collate_clips",
     "decode_clip",
     "fetch_samples",

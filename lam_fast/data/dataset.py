@@ -1,18 +1,15 @@
-"""Clip datasets over folders, CSV lists or lists of video files, and data-parallel clip sampling.
+"""Clip datasets over video sources, and the loaders that batch them for data-parallel training.
 
-Index scheme shared by :class:`VideoClipDataset` and :class:`ClipBatchSampler`: an epoch has
-``N = len(dataset)`` clips; dataset index ``i`` (any non-negative int) is clip ``i % N`` of
-epoch ``i // N``. The clip picks a video and a slot (a stratum of the video's valid start
-times); the epoch only changes the random start drawn inside the slot. Every random choice comes
-from a generator seeded by ``(seed, ...)``, so any batch can be regenerated from its indices,
-in any process, with any number of workers.
+:class:`VideoClipDataset` decodes fixed-rate clips from the videos of a source
+(:mod:`lam_fast.data.sources`), with the index scheme of :mod:`lam_fast.data.sampling`;
+:func:`make_dataloader` batches it, or a :class:`~lam_fast.data.cache.StateCacheDataset`, with
+:class:`~lam_fast.data.sampling.ClipBatchSampler`. ``VIDEO_EXTENSIONS``, ``Source``,
+``resolve_sources`` and ``ClipBatchSampler`` are importable from here too, where they used to live.
 """
 
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
-import csv
 import functools
 import gc
 import math
@@ -24,14 +21,14 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from pathlib import Path
 from typing import TypedDict
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from lam_fast.data.decoders import ClipDecoder, ClipRequest, make_decoder
+from lam_fast.data.sampling import ClipBatchSampler, ClipSlots
+from lam_fast.data.sources import VIDEO_EXTENSIONS, Source, resolve_sources
 from lam_fast.data.video import TarMember, VideoDecodeError, VideoInfo, probe_video, video_name
 
 __all__ = [
@@ -41,101 +38,16 @@ __all__ = [
     "ClipItem",
     "VideoClipDataset",
     "collate_clips",
+    "Source",
     "make_dataloader",
     "resolve_sources",
 ]
-
-#: File extensions (lower case) that :func:`resolve_sources` collects from a folder.
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
-
-# Domain tags in the seed sequences, so the sampler's permutation of epoch e and the dataset's
-# start draw for index e never share a random stream.
-_START_STREAM = 0
-_PERMUTATION_STREAM = 1
-
-Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
-
 
 class ClipItem(TypedDict):
     """One dataset item: ``video`` uint8 (T, 3, S, S) RGB and the dataset ``index`` it came from."""
 
     video: torch.Tensor
     index: int
-
-
-def resolve_sources(source: Source) -> list[str | TarMember]:
-    """List the video files named by ``source``.
-
-    Args:
-        source: one of
-            - WebDataset tar shards: a ``.tar`` file, a brace pattern such as
-              ``shards/train-{000000..000099}.tar``, or a folder holding only ``.tar`` files
-              (see :mod:`lam_fast.data.shards`); each video member becomes a
-              :class:`~lam_fast.data.video.TarMember`;
-            - a folder: every file below it (recursively) with an extension in
-              :data:`VIDEO_EXTENSIONS` (case-insensitive), sorted;
-            - a ``.csv`` file: one video per row, the path in the first column, or in the column
-              headed ``path`` when the first row has a cell ``path`` (that row is then the header);
-              other columns and blank rows are ignored, relative paths are resolved against the
-              CSV's folder;
-            - a single video file (any extension);
-            - a list (or other sequence) of paths, returned as given.
-
-    Returns:
-        Paths as strings (or tar members). Paths listed by a CSV or a sequence are not checked here:
-        :class:`VideoClipDataset` skips the missing ones with a warning.
-
-    Raises:
-        ValueError: the folder or file does not exist, or the source names no video.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        from lam_fast.data.shards import is_shard_source, shard_members
-
-        if is_shard_source(source):
-            return shard_members(source)
-        path = Path(source)
-        if path.is_dir():
-            found = sorted(
-                os.path.join(folder, name)
-                for folder, _, names in os.walk(path)
-                for name in names
-                if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-            )
-            if not found:
-                raise ValueError(
-                    f"video folder {os.fspath(path)!r} contains no file with a video extension "
-                    f"{VIDEO_EXTENSIONS}"
-                )
-            return found
-        if not path.is_file():
-            raise ValueError(f"video source {os.fspath(path)!r} does not exist")
-        if path.suffix.lower() == ".csv":
-            return _read_csv(path)
-        return [os.fspath(path)]
-    paths = [os.fspath(p) for p in source]
-    if not paths:
-        raise ValueError("the list of video paths is empty")
-    return paths
-
-
-def _read_csv(path: Path) -> list[str]:
-    """Video paths listed in a CSV file (see :func:`resolve_sources`)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: tolerate a BOM
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
-    column = 0
-    if rows:
-        header = [cell.strip().lower() for cell in rows[0]]
-        if "path" in header:
-            column = header.index("path")
-            rows = rows[1:]
-    paths = [
-        os.fspath(path.parent / row[column].strip())  # an absolute entry replaces the folder
-        for row in rows
-        if len(row) > column and row[column].strip()
-    ]
-    if not paths:
-        raise ValueError(f"video list {os.fspath(path)!r} names no video")
-    return paths
 
 
 #: Threads probing files at start-up: probing is I/O and FFmpeg work that releases the GIL.
@@ -155,11 +67,6 @@ def _probe_all(paths: Sequence[str | TarMember]) -> list[VideoInfo | VideoDecode
         return [probe(path) for path in paths]
     with concurrent.futures.ThreadPoolExecutor(min(_PROBE_THREADS, len(paths))) as pool:
         return list(pool.map(probe, paths))
-
-
-def _rng(*key: int) -> np.random.Generator:
-    """A numpy generator seeded by the integer tuple ``key`` (same key, same stream)."""
-    return np.random.default_rng(list(key))
 
 
 class VideoClipDataset(Dataset):
@@ -253,29 +160,19 @@ class VideoClipDataset(Dataset):
             raise ValueError(
                 f"no usable video in {where}: all {len(self.skipped)} skipped ({shown}{more})"
             )
-        # slot_offsets[v] = index of video v's first slot; slot_offsets[-1] = clips per epoch.
-        self._slot_offsets = [0]
-        for info in self.videos:
-            slots = max(1, math.floor(Fraction(info.duration) * Fraction(self.fps) / num_frames))
-            self._slot_offsets.append(self._slot_offsets[-1] + slots)
+        self._slots = ClipSlots(max(1, math.floor(Fraction(info.duration) * Fraction(self.fps) / num_frames))
+                                for info in self.videos)
 
     def __len__(self) -> int:
         """Clips per epoch."""
-        return self._slot_offsets[-1]
+        return len(self._slots)
 
     def clip_location(self, index: int) -> tuple[VideoInfo, float]:
         """The video and start time (seconds) of dataset index ``index`` (>= 0)."""
-        index = operator.index(index)
-        if index < 0:
-            raise IndexError(f"dataset index must be >= 0, got {index}")
-        clip = index % len(self)
-        video = bisect.bisect_right(self._slot_offsets, clip) - 1
-        info = self.videos[video]
-        slot = clip - self._slot_offsets[video]
-        slots = self._slot_offsets[video + 1] - self._slot_offsets[video]
-        stratum = (info.duration - self.clip_extent) / slots
-        start = (slot + _rng(self.seed, _START_STREAM, index).random()) * stratum
-        return info, start
+        where = self._slots.locate(index, self.seed)
+        info = self.videos[where.video]
+        stratum = (info.duration - self.clip_extent) / where.slots
+        return info, (where.slot + where.draw) * stratum
 
     def request(self, index: int) -> ClipRequest:
         """What to decode for dataset index ``index`` (>= 0)."""
@@ -326,72 +223,6 @@ def collate_clips(
         stacked = torch.empty((0, *(clip_shape or (0, 3, 0, 0))), dtype=dtype)
     index = torch.tensor([item["index"] for item in kept], dtype=torch.int64)
     return {key: stacked, "index": index, "skipped": len(batch) - len(kept)}
-
-
-class ClipBatchSampler(Sampler[list[int]]):
-    """Infinite, deterministic batches of dataset indices for data-parallel training.
-
-    The global sample stream is one sequence: position ``p`` is clip ``perm_e[p % num_clips]``
-    of epoch ``e = p // num_clips``, where ``perm_e`` is a permutation seeded by ``(seed, e)``;
-    the yielded dataset index is ``e * num_clips + clip`` (see :class:`VideoClipDataset`).
-    Step ``s`` on rank ``r`` takes positions ``(s * world_size + r) * batch_size + j`` for
-    ``j < batch_size``, so the ranks' batches of one step are consecutive slices of the stream;
-    when ``num_clips`` is a multiple of ``world_size * batch_size`` each epoch's clips are covered
-    exactly once across ranks. Iteration starts at ``start_step``: a resumed run passes the
-    number of steps already taken and continues the same stream.
-
-    Args:
-        num_clips: clips per epoch (``len(dataset)``, >= 1).
-        batch_size: clips per rank per step (>= 1).
-        seed: permutation seed (>= 0).
-        rank: this process's rank, ``0 <= rank < world_size``.
-        world_size: number of data-parallel processes (>= 1).
-        start_step: first step to yield (>= 0).
-    """
-
-    def __init__(
-        self,
-        num_clips: int,
-        batch_size: int,
-        *,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_step: int = 0,
-    ) -> None:
-        for name, value, low in (("num_clips", num_clips, 1), ("batch_size", batch_size, 1),
-                                 ("seed", seed, 0), ("world_size", world_size, 1),
-                                 ("start_step", start_step, 0)):
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
-        super().__init__()
-        self.num_clips = num_clips
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.start_step = start_step
-
-    def epoch_permutation(self, epoch: int) -> np.ndarray:
-        """The clip order of ``epoch``: a permutation of ``range(num_clips)`` (int64)."""
-        return _rng(self.seed, _PERMUTATION_STREAM, epoch).permutation(self.num_clips)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        """Yield the batches of steps ``start_step, start_step + 1, ...`` for this rank, forever."""
-        epoch, permutation = -1, np.empty(0, dtype=np.int64)
-        step = self.start_step
-        while True:
-            first = (step * self.world_size + self.rank) * self.batch_size
-            batch = []
-            for position in range(first, first + self.batch_size):
-                position_epoch, slot = divmod(position, self.num_clips)
-                if position_epoch != epoch:
-                    epoch, permutation = position_epoch, self.epoch_permutation(position_epoch)
-                batch.append(epoch * self.num_clips + int(permutation[slot]))
-            yield batch
-            step += 1
 
 
 def _decode_batch(dataset: VideoClipDataset, indices: list[int]) -> dict[str, torch.Tensor | int]:

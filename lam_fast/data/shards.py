@@ -1,10 +1,10 @@
-"""WebDataset tar shards as a video source: recognise, index, and write them.
+"""WebDataset tar shards as a video source: recognise and index them (reading only).
 
 A shard is an **uncompressed** tar file in the WebDataset layout: a sample is the run of members
 sharing a key (``000012_clip.mp4``, ``000012_clip.json``, ...). A member's key and extension follow
 ``webdataset.tariterators.base_plus_ext``: the extension is everything after the *first* dot of the
 member's basename (``a/b.c.mp4`` has key ``a/b`` and extension ``c.mp4``). Every regular member
-whose lower-cased extension is one of :data:`~lam_fast.data.dataset.VIDEO_EXTENSIONS` (``mp4``,
+whose lower-cased extension is one of :data:`~lam_fast.data.video.VIDEO_EXTENSIONS` (``mp4``,
 ``webm``...) is one video, named by a :class:`~lam_fast.data.video.TarMember` (shard, name, byte
 offset, size) and read by byte range, so :class:`~lam_fast.data.dataset.VideoClipDataset` samples
 shards exactly as it samples folders (random access, deterministic, each clip once per epoch).
@@ -16,44 +16,49 @@ truncated shard is indexed as far as it is readable, with one warning naming the
 problem; a member cut short by truncation stays listed and fails at probe time (the dataset skips
 and records it).
 
-:func:`write_shards` packs video files into shards (``webdataset.ShardWriter``), and
-:func:`make_shards_main` is the ``lam-fast make-shards`` command. Writing needs ``webdataset``;
-reading needs only ``braceexpand`` (a webdataset dependency), and that only for brace patterns.
+This module only reads shards; :mod:`lam_fast.data.shard_writer` writes them (``write_shards``,
+through ``webdataset.ShardWriter``) and ``lam-fast make-shards`` (:mod:`lam_fast.cli.data`) is its
+command line. Reading needs only ``braceexpand`` (a webdataset dependency), and that only for brace
+patterns.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import sys
 import tarfile
-import time
 import warnings
-from collections.abc import Sequence
 
-from lam_fast.data.dataset import VIDEO_EXTENSIONS, resolve_sources
-from lam_fast.data.video import TarMember, VideoDecodeError, read_video_bytes
+from lam_fast._moved import moved
+from lam_fast.data.video import VIDEO_EXTENSIONS, TarMember
 from lam_fast.io import write_json_atomic
 
 __all__ = [
     "INDEX_SUFFIX",
-    "WrittenShards",
-    "add_make_shards_arguments",
+    "TAR_SUFFIX",
+    "VIDEO_MEMBER_EXTENSIONS",
+    "index_path",
     "is_shard_source",
-    "make_shards_main",
     "member_extension",
     "shard_members",
-    "write_shards",
 ]
+
+# The writer and its command line moved out of this reader (they imported each other's modules).
+__getattr__ = moved(__name__, {
+    "WrittenShards": "lam_fast.data.shard_writer",
+    "write_shards": "lam_fast.data.shard_writer",
+    "add_make_shards_arguments": "lam_fast.cli.data",
+    "make_shards_main": "lam_fast.cli.data",
+})
 
 #: Suffix of the cached index written next to each shard (``train-000000.tar.idx.json``).
 INDEX_SUFFIX = ".idx.json"
 _INDEX_FORMAT = "lam_fast.shard_index"
 _INDEX_VERSION = 1
 
-_TAR_SUFFIX = ".tar"
+#: The suffix of an (uncompressed) shard.
+TAR_SUFFIX = ".tar"
 # Compressed tars are recognised as shards only to be refused with a clear message.
 _COMPRESSED_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
                         ".tar.zst", ".tar.zstd", ".tzst")
@@ -67,8 +72,8 @@ _META_NAME = re.compile(r"__[^/]*__($|/)")
 _BASE_PLUS_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 # A brace group that expands: {000..009} or {a,b}.
 _BRACE_GROUP = re.compile(r"\{[^{}]*(?:\.\.|,)[^{}]*\}")
-# Longest stem kept in a written key; ustar names hold 100 characters.
-_MAX_STEM = 64
+#: Lower-cased WebDataset extensions of the members that are videos (``mp4``, ``webm``...).
+VIDEO_MEMBER_EXTENSIONS: frozenset[str] = frozenset(ext.lstrip(".").lower() for ext in VIDEO_EXTENSIONS)
 
 
 def member_extension(name: str) -> str | None:
@@ -81,13 +86,9 @@ def member_extension(name: str) -> str | None:
     return match.group(2) if match else None
 
 
-def _video_extensions() -> frozenset[str]:
-    return frozenset(ext.lstrip(".").lower() for ext in VIDEO_EXTENSIONS)
-
-
 def _is_video_member(name: str) -> bool:
     ext = member_extension(name)
-    return ext is not None and ext.lower() in _video_extensions()
+    return ext is not None and ext.lower() in VIDEO_MEMBER_EXTENSIONS
 
 
 def _is_compressed_name(name: str) -> bool:
@@ -96,7 +97,7 @@ def _is_compressed_name(name: str) -> bool:
 
 def _is_tar_name(name: str) -> bool:
     """A shard-like file name: ``.tar``, or a compressed tar (refused later, with a reason)."""
-    return name.lower().endswith(_TAR_SUFFIX) or _is_compressed_name(name)
+    return name.lower().endswith(TAR_SUFFIX) or _is_compressed_name(name)
 
 
 def _expand_braces(pattern: str) -> list[str]:
@@ -141,7 +142,7 @@ def is_shard_source(source: object) -> bool:
     True for a path (str or PathLike) that is an existing ``.tar`` file, a brace pattern whose
     names are tar files (``dir/train-{000000..000009}.tar``; the files need not exist, a missing
     one is an error in :func:`shard_members`), or an existing folder holding ``.tar`` files and no
-    video file (by :data:`~lam_fast.data.dataset.VIDEO_EXTENSIONS`). Compressed tars
+    video file (by :data:`~lam_fast.data.video.VIDEO_EXTENSIONS`). Compressed tars
     (``.tar.gz``...) count too, so that :func:`shard_members` refuses them with a reason. False for
     anything else: folders of videos, CSV lists, single videos, sequences of paths.
     """
@@ -252,14 +253,15 @@ def _index_tar(shard: str, file_size: int) -> tuple[list[tuple[str, int, int]], 
                      "members after it are not indexed")
 
 
-def _index_path(shard: str) -> str:
+def index_path(shard: str) -> str:
+    """The cached index file of ``shard``: ``<shard>.idx.json``."""
     return shard + INDEX_SUFFIX
 
 
 def _load_cached_index(shard: str, stat: os.stat_result) -> tuple[list[tuple[str, int, int]], str | None] | None:
     """The cached index of ``shard`` if it exists and matches the shard's size and mtime."""
     try:
-        with open(_index_path(shard), encoding="utf-8") as handle:
+        with open(index_path(shard), encoding="utf-8") as handle:
             cached = json.load(handle)
         if (cached.get("format") != _INDEX_FORMAT or cached.get("version") != _INDEX_VERSION
                 or cached.get("shard_size") != stat.st_size
@@ -279,7 +281,7 @@ def _write_cached_index(shard: str, stat: os.stat_result, members: list[tuple[st
               "shard_mtime_ns": stat.st_mtime_ns, "problem": problem,
               "members": [list(member) for member in members]}
     try:
-        write_json_atomic(_index_path(shard), record, indent=None)
+        write_json_atomic(index_path(shard), record, indent=None)
     except OSError:
         return  # read-only folder: no cache
 
@@ -309,7 +311,7 @@ def shard_members(source: str | os.PathLike[str]) -> list[TarMember]:
     Returns:
         One :class:`~lam_fast.data.video.TarMember` per regular member whose WebDataset extension
         (see :func:`member_extension`), lower-cased, is in
-        :data:`~lam_fast.data.dataset.VIDEO_EXTENSIONS`. A corrupt or truncated shard contributes
+        :data:`~lam_fast.data.video.VIDEO_EXTENSIONS`. A corrupt or truncated shard contributes
         the members readable before the damage, with one warning naming the shard and the problem.
 
     Raises:
@@ -332,210 +334,6 @@ def shard_members(source: str | os.PathLike[str]) -> list[TarMember]:
         raise ValueError(
             f"the {len(shards)} shard(s) of {os.fspath(source)!r} hold no video member "
             f"({total_members} members; a video is a member named KEY.EXT with EXT one of "
-            f"{sorted(_video_extensions())})"
+            f"{sorted(VIDEO_MEMBER_EXTENSIONS)})"
         )
     return found
-
-
-# Writing ----------------------------------------------------------------------------------------
-
-
-class WrittenShards(list):
-    """The shard paths :func:`write_shards` wrote (a ``list[str]``), with what it left out.
-
-    Attributes:
-        num_videos: videos written.
-        skipped: ``(input, reason)`` of each input not written (missing, unreadable, not a video).
-    """
-
-    def __init__(self, paths: Sequence[str] = (), *, num_videos: int = 0,
-                 skipped: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(paths)
-        self.num_videos = num_videos
-        self.skipped = list(skipped)
-
-
-def _sample_key(index: int, width: int, stem: str) -> str:
-    """``{index}_{stem}``: stem characters other than letters, digits, ``_``, ``-`` become ``_``."""
-    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:_MAX_STEM]
-    return f"{index:0{width}d}_{clean}" if clean else f"{index:0{width}d}"
-
-
-def _describe_input(video: str | os.PathLike[str] | TarMember) -> tuple[str, str, str]:
-    """``(name, stem, extension)`` of an input video; extension lower-case, without the dot."""
-    if isinstance(video, TarMember):
-        base = os.path.basename(video.name)
-        ext = member_extension(base) or ""
-        return str(video), base[: len(base) - len(ext) - 1] if ext else base, ext.rsplit(".", 1)[-1].lower()
-    name = os.fspath(video)
-    stem, ext = os.path.splitext(os.path.basename(name))
-    return name, stem, ext.lstrip(".").lower()
-
-
-def _nothing_written(skipped: list[tuple[str, str]]) -> str:
-    shown = "; ".join(f"{name!r}: {reason}" for name, reason in skipped[:5])
-    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-    return f"no video to write: all {len(skipped)} inputs skipped ({shown}{more})"
-
-
-def write_shards(
-    videos: Sequence[str | os.PathLike[str] | TarMember],
-    pattern: str,
-    *,
-    max_count: int = 1000,
-    max_size: float = 3e9,
-) -> WrittenShards:
-    """Pack video files into uncompressed WebDataset tar shards.
-
-    One sample per video: key ``{i}_{stem}`` (``i`` the video's position in ``videos``, zero
-    padded; the stem sanitised to letters, digits, ``_`` and ``-``, so keys hold no dot), the
-    video bytes under its lower-cased extension (``mp4``...), and a ``json`` member
-    ``{"path": original path}``. A shard is closed after ``max_count`` videos, or once it holds
-    ``max_size`` bytes (so it exceeds that by at most one video). Any old ``<shard>.idx.json`` of
-    a shard written is removed.
-
-    Args:
-        videos: video files (or tar members, to re-shard).
-        pattern: output path with a ``%`` format for the shard number, ending in ``.tar``
-            (``out/train-%06d.tar``); its folder is created.
-        max_count: videos per shard (>= 1).
-        max_size: bytes per shard (> 0).
-
-    Returns:
-        The shard paths written, as a :class:`WrittenShards` list whose ``skipped`` lists the
-        inputs left out (missing or unreadable files, extensions not in VIDEO_EXTENSIONS), each
-        also warned about once.
-
-    Raises:
-        ValueError: bad arguments, or no video could be written.
-        ImportError: webdataset is not installed.
-    """
-    if not isinstance(max_count, int) or max_count < 1:
-        raise ValueError(f"max_count must be an int >= 1, got {max_count!r}")
-    if not max_size > 0:
-        raise ValueError(f"max_size must be > 0, got {max_size!r}")
-    pattern = os.fspath(pattern)
-    try:
-        first, second = pattern % 0, pattern % 1
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"pattern must hold one % format for the shard number, like "
-                         f"'out/train-%06d.tar'; got {pattern!r} ({error})") from error
-    if first == second:
-        raise ValueError(f"pattern {pattern!r} has no % format for the shard number "
-                         "(like 'out/train-%06d.tar')")
-    if not first.endswith(_TAR_SUFFIX):
-        raise ValueError(f"pattern {pattern!r} must end in .tar: shards are written uncompressed, "
-                         "for random access")
-    try:
-        import webdataset
-    except ImportError as error:
-        raise ImportError("writing shards needs webdataset: pip install webdataset") from error
-
-    video_exts = _video_extensions()
-    skipped: list[tuple[str, str]] = []
-
-    def skip(name: str, reason: str) -> None:
-        skipped.append((name, reason))
-        warnings.warn(f"write_shards skips {name!r}: {reason}", stacklevel=3)
-
-    todo = []
-    for index, video in enumerate(videos):
-        name, stem, ext = _describe_input(video)
-        if ext not in video_exts:
-            skip(name, f"extension {ext!r} is not a video extension {sorted(video_exts)}")
-        elif not isinstance(video, TarMember) and not os.path.isfile(name):
-            skip(name, "no such file")
-        else:
-            todo.append((index, video, name, stem, ext))
-    if not todo:
-        raise ValueError(_nothing_written(skipped))
-    inputs = {os.path.realpath(video.shard) for _, video, *_ in todo if isinstance(video, TarMember)}
-    clash = [pattern % i for i in range(len(todo)) if os.path.realpath(pattern % i) in inputs]
-    if clash:
-        raise ValueError(f"write_shards would overwrite its input shard {clash[0]!r}: write elsewhere")
-
-    folder = os.path.dirname(first)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    width = max(6, len(str(len(videos) - 1)))
-    written: list[str] = []
-
-    def finished(shard: str) -> None:
-        written.append(shard)
-        try:
-            os.unlink(_index_path(shard))
-        except FileNotFoundError:
-            pass
-
-    count = 0
-    writer = webdataset.ShardWriter(pattern, maxcount=max_count, maxsize=max_size, post=finished,
-                                    verbose=0, encoder=False, compress=False,
-                                    mtime=int(time.time()))  # whole seconds: no pax header
-    try:
-        for index, video, name, stem, ext in todo:
-            try:
-                data = read_video_bytes(video)
-            except VideoDecodeError as error:
-                skip(name, str(error))
-                continue
-            writer.write({"__key__": _sample_key(index, width, stem), ext: data,
-                          "json": json.dumps({"path": name}).encode("utf-8")})
-            count += 1
-    finally:
-        writer.close()
-    if count == 0:
-        for shard in written:  # the one empty shard ShardWriter opens up front
-            os.unlink(shard)
-        raise ValueError(_nothing_written(skipped))
-    following = pattern % len(written)
-    if os.path.exists(following):
-        warnings.warn(f"write_shards wrote {len(written)} shards of {pattern!r}, but {following!r} "
-                      "also exists (from an earlier run?): a folder or a longer brace pattern would "
-                      "include it", stacklevel=2)
-    return WrittenShards(written, num_videos=count, skipped=skipped)
-
-
-def add_make_shards_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``lam-fast make-shards`` options to ``parser``."""
-    parser.add_argument("--data", required=True, nargs="+", metavar="SRC",
-                        help="videos to pack: a folder (searched recursively), a CSV list, video "
-                             "files, or shards to re-pack")
-    parser.add_argument("--out", required=True, metavar="PATTERN",
-                        help="output shards, with a %%-format for the shard number: "
-                             "out/train-%%06d.tar")
-    parser.add_argument("--max-count", type=int, default=1000, metavar="N",
-                        help="videos per shard (default 1000)")
-    parser.add_argument("--max-size", type=float, default=3e9, metavar="BYTES",
-                        help="bytes per shard, exceeded by at most one video (default 3e9)")
-    return parser
-
-
-def make_shards_main(argv: Sequence[str] | None = None) -> int:
-    """``lam-fast make-shards``: pack videos into shards; print each shard written.
-
-    Returns 0 on success, 2 when the arguments or the source are invalid or nothing was written.
-    """
-    parser = add_make_shards_arguments(argparse.ArgumentParser(
-        prog="lam-fast make-shards",
-        description="pack videos into uncompressed WebDataset tar shards (one sample per video)"))
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    source = args.data[0] if len(args.data) == 1 else args.data
-    try:
-        videos = resolve_sources(source)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="write_shards skips")  # printed below
-            shards = write_shards(videos, args.out, max_count=args.max_count, max_size=args.max_size)
-    except ValueError as error:
-        print(f"lam-fast make-shards: error: {error}", file=sys.stderr)
-        return 2
-    for name, reason in shards.skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
-    for shard in shards:
-        print(shard)
-    print(f"{shards.num_videos} videos in {len(shards)} shards"
-          f"{f', {len(shards.skipped)} skipped' if shards.skipped else ''}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(make_shards_main())

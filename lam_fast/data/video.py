@@ -40,9 +40,11 @@ if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
 __all__ = [
+    "VIDEO_EXTENSIONS",
     "TarMember",
     "VideoDecodeError",
     "VideoInfo",
+    "VideoRecord",
     "VideoRef",
     "decode_clip",
     "frame_indices",
@@ -50,6 +52,10 @@ __all__ = [
     "read_video_bytes",
     "video_name",
 ]
+
+#: File extensions (lower case) of video files: what a folder source collects
+#: (:func:`~lam_fast.data.sources.resolve_sources`) and what a tar shard's video members end in.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 
 # probe_video seeks this far before the stated end and decodes to the end of the file, which
 # proves the tail is present (a truncated file has no decodable frame there, or ends early).
@@ -126,7 +132,25 @@ def read_video_bytes(ref: str | os.PathLike[str] | TarMember) -> bytes:
 
 
 @dataclass(frozen=True)
-class VideoInfo:
+class VideoRecord:
+    """One usable video of a dataset: what every dataset's ``videos`` list holds.
+
+    :class:`VideoInfo` (a probed file, in :class:`~lam_fast.data.dataset.VideoClipDataset`) and
+    :class:`~lam_fast.data.cache.CachedVideo` (an encoded video, in
+    :class:`~lam_fast.data.cache.StateCacheDataset`) extend it, so code that only names or times
+    the videos of a dataset (the ranks' agreement check of training, reports) reads both alike.
+
+    Attributes:
+        path: the video's name: its file, or ``shard::member`` for a member of a tar shard.
+        duration: seconds from the first frame's timestamp to the end of the last decodable frame.
+    """
+
+    path: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class VideoInfo(VideoRecord):
     """What :func:`probe_video` learns about a file's first video stream.
 
     Attributes:
@@ -142,8 +166,6 @@ class VideoInfo:
             file; for a member, ``path`` is ``shard::name``).
     """
 
-    path: str
-    duration: float
     fps: float
     num_frames: int
     width: int
@@ -262,6 +284,19 @@ def _needed_pts(packets: list, targets: list[Fraction], start_pts: int, time_bas
     return keep
 
 
+def _demux_past(packets: Iterator, horizon: Fraction, start_pts: int, time_base: Fraction) -> list:
+    """The packets of ``packets`` up to ``_REORDER_DEPTH`` packets past time ``horizon``: far enough
+    past the last clip target that any frame reordered before it is seen."""
+    buffered, past = [], 0
+    for packet in packets:
+        buffered.append(packet)
+        if packet.pts is not None and (packet.pts - start_pts) * time_base > horizon:
+            past += 1
+            if past > _REORDER_DEPTH:
+                break
+    return buffered
+
+
 def _iter_frames(
     container: InputContainer,
     stream: VideoStream,
@@ -300,14 +335,7 @@ def _iter_frames(
         buffered: list = []
         keep: set[int] | None = None
         if targets:
-            # Demux past the last target far enough that any frame reordered before it is seen.
-            horizon, past = targets[-1] + interval, 0
-            for packet in packets:
-                buffered.append(packet)
-                if packet.pts is not None and (packet.pts - start_pts) * time_base > horizon:
-                    past += 1
-                    if past > _REORDER_DEPTH:
-                        break
+            buffered = _demux_past(packets, targets[-1] + interval, start_pts, time_base)
             keep = _needed_pts(buffered, targets, start_pts, time_base)
 
         def decode(packet) -> Iterator[VideoFrame]:

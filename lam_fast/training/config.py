@@ -10,11 +10,24 @@ from pathlib import Path
 import yaml
 
 from lam_fast.io import write_text_atomic
-from lam_fast.models.config import REGULARIZERS, DiscreteConfig, ModelConfig, NoisyConfig, SparseConfig, canonical_reg
+from lam_fast.models.config import (
+    PREDICTOR_PRESETS,
+    REGULARIZERS,
+    DiscreteConfig,
+    ModelConfig,
+    NoisyConfig,
+    SparseConfig,
+    canonical_reg,
+)
+from lam_fast.models.encoders import ENCODER_OPTIONS, ENCODERS, encoder_options, normalize_encoder_options
 
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names it."""
+
+
+#: config key -> the encoder option it sets (lam_fast.models.encoders.ENCODER_OPTIONS)
+_ENCODER_OPTION_KEYS = {"patch_size": "patch_size", "encoder_model": "model"}
 
 
 @dataclass(frozen=True)
@@ -29,10 +42,12 @@ class TrainConfig:
     vq_reset_every: int = DiscreteConfig.reset_every_videos
     residual: bool = True
     backend: str = "auto"
-    # encoder
+    # encoder. patch_size applies to pixels only, encoder_model to vjepa2 only: given with another
+    # encoder they are an error (see make_config for old files). None = the encoder's default;
+    # for pixels the default patch size is filled in (8), so its config.yaml is what it always was.
     encoder: str = "pixels"
     encoder_model: str | None = None
-    patch_size: int = 8
+    patch_size: int | None = None
     image_size: int = 64
     # data
     data: str | None = None
@@ -60,9 +75,13 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self):
+        if self.patch_size is None and "patch_size" in ENCODER_OPTIONS.get(self.encoder, {}):
+            object.__setattr__(self, "patch_size", ENCODER_OPTIONS[self.encoder]["patch_size"])
         object.__setattr__(self, "reg", canonical_reg(self.reg))  # "none" of older runs: "unconstrained"
         checks = {
             "reg": self.reg in REGULARIZERS,
+            "preset": self.preset in PREDICTOR_PRESETS,
+            "encoder": self.encoder in ENCODERS,
             "engine": self.engine in ("auto", "deepspeed", "local"),
             "decoder": self.decoder in ("auto", "pyav", "opencv", "dali"),
             "zero_stage": self.zero_stage in (0, 1, 2, 3),
@@ -79,10 +98,17 @@ class TrainConfig:
             "vq_reset_every": self.vq_reset_every >= 1,
             "latent_dim": self.latent_dim >= 1,
             "image_size": self.image_size >= 1,
+            "patch_size": self.patch_size is None or self.patch_size >= 1,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid value for config key {key!r}: {getattr(self, key)!r}")
+        for key, option in _ENCODER_OPTION_KEYS.items():
+            value = getattr(self, key)
+            if value is not None and option not in ENCODER_OPTIONS[self.encoder]:
+                takers = [name for name in ENCODERS if option in ENCODER_OPTIONS[name]]
+                raise ConfigError(f"config key {key!r} ({value!r}) does not apply to encoder {self.encoder!r}; "
+                                  f"only to {', '.join(takers)}")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -97,17 +123,19 @@ class TrainConfig:
         )
 
     def encoder_options(self) -> dict:
-        if self.encoder == "pixels":
-            return {"patch_size": self.patch_size}
-        if self.encoder == "vjepa2" and self.encoder_model:
-            return {"model": self.encoder_model}
-        return {}
+        """The encoder's options with its defaults filled in (``{"patch_size": 8}`` for pixels): what
+        ``build_encoder(cfg.encoder, cfg.image_size, **options)`` takes and a state cache records."""
+        return normalize_encoder_options(
+            self.encoder, encoder_options(self.encoder, patch_size=self.patch_size, model=self.encoder_model))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 _HINTS = typing.get_type_hints(TrainConfig)
+
+#: what every config.yaml written before encoder options were strict holds for patch_size
+_OLD_DEFAULT_PATCH_SIZE = 8
 
 
 def _coerce(key: str, value):
@@ -136,6 +164,11 @@ def make_config(yaml_path: str | Path | None = None, **overrides) -> TrainConfig
     """Build a TrainConfig from an optional YAML file and keyword overrides (None = not given).
 
     Unknown keys raise :class:`ConfigError` naming the key and the file they came from.
+
+    Old run directories: until encoder options became strict, ``patch_size`` defaulted to 8 and
+    every saved config.yaml holds ``patch_size: 8``, whatever the encoder. A file's
+    ``patch_size: 8`` with a non-pixels encoder is therefore read as "not given" (None), so those
+    runs still load and resume; any other value, or 8 given as an override, is an error there.
     """
     valid = {f.name for f in fields(TrainConfig)}
     values: dict = {}
@@ -148,11 +181,15 @@ def make_config(yaml_path: str | Path | None = None, **overrides) -> TrainConfig
             if key not in valid:
                 raise ConfigError(f"unknown config key {key!r} in {yaml_path}; valid keys: {', '.join(sorted(valid))}")
             values[key] = _coerce(key, value)
+    from_file = dict(values)
     for key, value in overrides.items():
         if key not in valid:
             raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(valid))}")
         if value is not None:
             values[key] = _coerce(key, value)
+    old_default = from_file.get("patch_size") == _OLD_DEFAULT_PATCH_SIZE and overrides.get("patch_size") is None
+    if old_default and values.get("encoder", TrainConfig.encoder) != "pixels":
+        values["patch_size"] = None
     return TrainConfig(**values)
 
 

@@ -1,4 +1,5 @@
-"""lam_fast.data.cache: encode_to_cache, StateCacheDataset, the `lam-fast encode` command body."""
+"""State caches end to end: the writer (lam_fast.training.encode.encode_to_cache), the reader
+(lam_fast.data.cache: StateCacheDataset, read_manifest) and `lam-fast encode` (lam_fast.cli.data)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lam_fast.data import cache
-from lam_fast.data.cache import (
-    StateCacheDataset,
-    encode_main,
-    encode_to_cache,
-    is_state_cache,
-    read_manifest,
-)
+from lam_fast.cli.data import encode_main
+from lam_fast.data import VideoClipDataset, VideoInfo, VideoRecord, cache
+from lam_fast.data.cache import CachedVideo, StateCacheDataset, is_state_cache, read_manifest
 from lam_fast.data.decoders import PyAVDecoder
 from lam_fast.data.video import VideoDecodeError, decode_clip
-from lam_fast.models.encoders import build_encoder
+from lam_fast.models.encoders import build_encoder, normalize_encoder_options
+from lam_fast.training import encode
+from lam_fast.training.encode import encode_to_cache
 
 IMAGE, PATCH, FPS = 32, 8, 4.0
 # 3 s, 3 s and 1 s videos: 13, 13 and 5 states at 4 fps (frames at 0, 0.25, ..., duration).
@@ -120,7 +118,7 @@ def test_cached_states_equal_direct_encoding(dtype, fp32_cache, bf16_cache):
         assert item["index"] == index
         states = item["states"]
         assert states.dtype == torch.float32 and states.shape == (4, 16, 192)
-        direct = _direct(encoder, ds.videos[video]["name"], start, 4)
+        direct = _direct(encoder, ds.videos[video].path, start, 4)
         if dtype == "fp32":
             torch.testing.assert_close(states, direct, rtol=0, atol=1e-6)
         else:
@@ -132,14 +130,14 @@ def test_cached_states_equal_direct_encoding(dtype, fp32_cache, bf16_cache):
 
 def test_epoch_covers_each_slot_once_and_starts_stay_in_their_stratum(fp32_cache):
     ds = StateCacheDataset(fp32_cache, num_frames=4)
-    slots = [max(1, v["num_states"] // 4) for v in ds.videos]
+    slots = [max(1, v.num_states // 4) for v in ds.videos]
     assert len(ds) == sum(slots) == 3 + 3 + 1
     for epoch in range(3):
         seen = Counter()
         for index in range(epoch * len(ds), (epoch + 1) * len(ds)):
             video, slot, start = ds.clip_location(index)
             seen[video, slot] += 1
-            valid = ds.videos[video]["num_states"] - 4 + 1
+            valid = ds.videos[video].num_states - 4 + 1
             n = slots[video]
             assert slot * valid // n <= start < (slot + 1) * valid // n
         assert seen == Counter({(v, s): 1 for v, n in enumerate(slots) for s in range(n)})
@@ -176,10 +174,13 @@ def test_short_videos_are_skipped_and_reported(fp32_cache):
 def test_expect_mismatch_names_each_key_with_both_values(fp32_cache):
     good = {"encoder": "pixels", "encoder_options": {"patch_size": PATCH}, "image_size": IMAGE, "fps": FPS}
     StateCacheDataset(fp32_cache, num_frames=4, expect=good)
-    StateCacheDataset(fp32_cache, num_frames=4, expect=good | {"encoder_options": {}})  # the default patch
+    # options are compared as given: the caller fills in the defaults (TrainConfig.encoder_options does)
+    StateCacheDataset(fp32_cache, num_frames=4, expect=good | {"encoder_options": normalize_encoder_options("pixels", {})})
+    with pytest.raises(ValueError, match="encoder_options: cache has {'patch_size': 8}, expected {}"):
+        StateCacheDataset(fp32_cache, num_frames=4, expect=good | {"encoder_options": {}})
     with pytest.raises(ValueError) as info:
-        StateCacheDataset(fp32_cache, num_frames=4,
-                          expect=good | {"encoder": "effnet", "encoder_options": {}, "fps": 8.0})
+        StateCacheDataset(fp32_cache, num_frames=4, expect=good | {
+            "encoder": "effnet", "encoder_options": normalize_encoder_options("effnet", {}), "fps": 8.0})
     message = str(info.value)
     assert "encoder: cache has 'pixels', expected 'effnet'" in message
     assert "encoder_options: cache has {'patch_size': 8}, expected {'stage': 4}" in message
@@ -259,7 +260,7 @@ def test_shard_rollover(folder, tmp_path, fp32_cache):
 def test_interrupted_encode_resumes_without_redoing_finished_shards(folder, tmp_path, monkeypatch, fp32_cache):
     out = tmp_path / "c"
     written = []
-    real_write = cache._write_shard
+    real_write = encode._write_shard
 
     def crash_after_first(*args, **kwargs):
         if written:
@@ -267,7 +268,7 @@ def test_interrupted_encode_resumes_without_redoing_finished_shards(folder, tmp_
         written.append(real_write(*args, **kwargs))
         return written[-1]
 
-    monkeypatch.setattr(cache, "_write_shard", crash_after_first)
+    monkeypatch.setattr(encode, "_write_shard", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         encode_to_cache(folder, out, dtype="fp32", shard_size_mb=0.2, **PIXELS)
     assert not (out / "manifest.json").exists() and not is_state_cache(out)
@@ -278,13 +279,13 @@ def test_interrupted_encode_resumes_without_redoing_finished_shards(folder, tmp_
     (out / "states-00007.safetensors").write_bytes(b"renamed, but not recorded")
 
     # other settings are refused, the unfinished work stays
-    monkeypatch.setattr(cache, "_write_shard", real_write)
+    monkeypatch.setattr(encode, "_write_shard", real_write)
     with pytest.raises(ValueError, match="dtype: unfinished encode has 'fp32', now 'bf16'"):
         encode_to_cache(folder, out, dtype="bf16", shard_size_mb=0.2, **PIXELS)
 
     encoded = []
-    real_encode = cache._encode_video
-    monkeypatch.setattr(cache, "_encode_video", lambda info, *a, **k: encoded.append(info.path) or
+    real_encode = encode._encode_video
+    monkeypatch.setattr(encode, "_encode_video", lambda info, *a, **k: encoded.append(info.path) or
                         real_encode(info, *a, **k))
     encode_to_cache(folder, out, dtype="fp32", shard_size_mb=0.2, **PIXELS)
     assert is_state_cache(out) and not (out / "progress.json").exists()
@@ -341,6 +342,39 @@ def test_encode_main_writes_a_cache(folder, tmp_path, capsys):
     assert "already holds a finished state cache" in capsys.readouterr().err
 
 
+def test_encode_main_refuses_an_option_the_encoder_does_not_take(folder, tmp_path, capsys):
+    # --patch-size used to be ignored silently for effnet
+    argv = ["--data", str(folder), "--out", str(tmp_path / "e"), "--encoder", "effnet", "--patch-size", "8",
+            "--image-size", str(IMAGE), "--fps", "2", "--no-progress"]
+    assert encode_main(argv) == 2
+    assert "option 'patch_size' does not apply to encoder 'effnet'" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+# one type of ``videos`` --------------------------------------------------------------------------
+
+
+def test_both_datasets_hold_video_records(folder, fp32_cache):
+    """VideoClipDataset and StateCacheDataset keep the same kind of thing in ``videos``."""
+    clips = VideoClipDataset(folder, num_frames=4, fps=FPS, image_size=IMAGE, decoder="pyav")
+    states = StateCacheDataset(fp32_cache, num_frames=4)
+    assert all(type(v) is VideoInfo for v in clips.videos)
+    assert all(type(v) is CachedVideo for v in states.videos)
+    assert all(isinstance(v, VideoRecord) for v in clips.videos + states.videos)
+    assert [v.path for v in states.videos] == [v.path for v in clips.videos]
+    assert [v.duration for v in states.videos] == [v.duration for v in clips.videos]
+    entry = read_manifest(fp32_cache)["videos"][0]
+    assert states.videos[0] == CachedVideo(path=entry["name"], duration=entry["duration"], shard=entry["shard"],
+                                           key=entry["key"], num_states=entry["num_states"])
+
+
+def test_old_cache_paths_of_the_writer_resolve_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="lam_fast.training.encode.encode_to_cache"):
+        assert cache.encode_to_cache is encode_to_cache
+    with pytest.warns(DeprecationWarning, match="lam_fast.cli.data.encode_main"):
+        assert cache.encode_main is encode_main
+
+
 # 2-frame tubelets --------------------------------------------------------------------------------
 
 
@@ -377,7 +411,7 @@ def test_tubelet_states_align_with_clips(vjepa2_cache):
         video, _, start = ds.clip_location(index)
         states = ds[index]["states"]
         assert states.shape == (2, 16, 32)
-        torch.testing.assert_close(states, _direct(encoder, ds.videos[video]["name"], start, 4),
+        torch.testing.assert_close(states, _direct(encoder, ds.videos[video].path, start, 4),
                                    rtol=1e-5, atol=1e-5)
     for bad in (3, 5, 1):
         with pytest.raises(ValueError, match="multiple of the cache encoder's frames_per_state=2"):

@@ -1,4 +1,4 @@
-"""The DALI decoder backend (lam_fast.data.dali): frames, geometry, codecs and failure isolation.
+"""The DALI decoder backend (lam_fast.data.decoders.dali): frames, geometry, codecs and failure isolation.
 
 The CPU tests run DALI's CPU pipeline on VP9 WebM files (the only codecs it reads are VP8, VP9
 and MJPEG) and compare with the PyAV decoder, :func:`lam_fast.data.video.decode_clip`: the same
@@ -26,7 +26,7 @@ pytest.importorskip("nvidia.dali")
 av = pytest.importorskip("av")
 
 from lam_fast.data import VideoClipDataset, VideoDecodeError, decode_clip, make_dataloader, probe_video  # noqa: E402
-from lam_fast.data.dali import DaliDecoder  # noqa: E402
+from lam_fast.data.decoders.dali import DaliDecoder  # noqa: E402
 from lam_fast.data.decoders import ClipRequest, DecoderUnavailable, make_decoder  # noqa: E402
 from lam_fast.data.video import VideoInfo, frame_indices  # noqa: E402
 
@@ -112,7 +112,11 @@ def test_registry_builds_it_and_module_import_is_light():
     decoder = make_decoder("dali", "cpu")
     assert isinstance(decoder, DaliDecoder)
     assert (decoder.name, decoder.batched, decoder.device) == ("dali", True, torch.device("cpu"))
-    code = "import sys, lam_fast.data.dali; print(any(m.startswith('nvidia.dali') for m in sys.modules))"
+    import lam_fast.data.dali  # the old path of the module
+
+    assert lam_fast.data.dali.DaliDecoder is DaliDecoder
+    code = ("import sys, lam_fast.data.decoders, lam_fast.data.dali; "
+            "print(any(m.startswith('nvidia.dali') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

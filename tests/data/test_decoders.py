@@ -37,9 +37,9 @@ def test_auto_picks_pyav_on_cpu_and_reports_every_decoder():
 def test_unknown_and_unavailable_decoders_raise_clearly(monkeypatch):
     with pytest.raises(ValueError, match="unknown decoder 'ffmpeg'.*pyav"):
         make_decoder("ffmpeg")
-    import lam_fast.data.decoders as decoders
+    from lam_fast.data.decoders import registry
 
-    monkeypatch.setitem(decoders._REQUIREMENT, "opencv", ("no_such_module_xyz", "pip install it"))
+    monkeypatch.setitem(registry._REQUIREMENT, "opencv", ("no_such_module_xyz", "pip install it"))
     with pytest.raises(DecoderUnavailable, match="opencv.*no_such_module_xyz.*pip install it"):
         make_decoder("opencv")
 

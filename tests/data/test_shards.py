@@ -1,4 +1,8 @@
-"""WebDataset tar shards: is_shard_source, shard_members (index, cache, damage), write_shards, CLI."""
+"""WebDataset tar shards: is_shard_source, shard_members (index, cache, damage), write_shards, CLI.
+
+The reader is lam_fast.data.shards, the writer lam_fast.data.shard_writer, the command
+lam_fast.cli.data (the old lam_fast.data.shards names of the last two still resolve, deprecated).
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,10 @@ import pytest
 import torch
 
 from lam_fast.data import VideoClipDataset, decode_clip, probe_video, resolve_sources
+from lam_fast.cli.data import make_shards_main
 from lam_fast.data import shards as shards_module
-from lam_fast.data.shards import (
-    INDEX_SUFFIX,
-    is_shard_source,
-    make_shards_main,
-    shard_members,
-    write_shards,
-)
+from lam_fast.data.shard_writer import write_shards
+from lam_fast.data.shards import INDEX_SUFFIX, is_shard_source, shard_members
 
 pytest.importorskip("webdataset")
 
@@ -241,7 +241,7 @@ def test_index_is_cached_reused_and_rebuilt_when_the_shard_changes(packed, monke
         raise PermissionError("read-only")
 
     index_file.unlink()
-    monkeypatch.setattr(shards_module.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(shards_module, "write_json_atomic", read_only)
     assert [m.name for m in shard_members(shard)] == [KEYS[0], KEYS[1], "extra.webm"]
     assert not index_file.exists()
 
@@ -268,3 +268,13 @@ def test_make_shards_cli_packs_a_folder(videos, tmp_path, capsys):
 
     assert make_shards_main(["--data", os.fspath(tmp_path / "absent"), "--out", os.fspath(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_old_shards_paths_of_the_writer_resolve_with_a_deprecation_warning():
+    import lam_fast.cli.data
+    import lam_fast.data.shard_writer
+
+    for name, new in (("write_shards", lam_fast.data.shard_writer), ("WrittenShards", lam_fast.data.shard_writer),
+                      ("make_shards_main", lam_fast.cli.data)):
+        with pytest.warns(DeprecationWarning, match=f"{new.__name__}.{name}"):
+            assert getattr(shards_module, name) is getattr(new, name)

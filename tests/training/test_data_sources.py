@@ -26,7 +26,7 @@ def _records(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def shards(video_folder, tmp_path_factory) -> str:
     pytest.importorskip("webdataset")
-    from lam_fast.data.shards import write_shards
+    from lam_fast.data.shard_writer import write_shards
 
     root = tmp_path_factory.mktemp("shards")
     written = write_shards(sorted(video_folder.glob("*.mp4")), str(root / "train-%06d.tar"), max_count=2)
@@ -36,7 +36,7 @@ def shards(video_folder, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def cache(video_folder, tmp_path_factory) -> Path:
-    from lam_fast.data.cache import encode_to_cache
+    from lam_fast.training.encode import encode_to_cache
 
     out = tmp_path_factory.mktemp("cache") / "states"
     encode_to_cache(str(video_folder), out, encoder="pixels", image_size=32, fps=4.0,
