@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,23 @@ from lam_fast.models import LatentActionWorldModel
 from lam_fast.training import checkpoint as ckpt
 from lam_fast.training.config import ConfigError, TrainConfig, make_config, save_config
 from lam_fast.training.engine import make_engine
+from lam_fast.training.optim import warmup_cosine
 
 
-#: Config keys a resumed run may change: they do not alter the optimisation trajectory.
-_RESUMABLE = frozenset({"steps", "out", "save_every", "keep_last", "log_every", "num_workers", "data"})
+#: Config keys a resumed run may change without altering its trajectory: where the run and the data
+#: are, how often it checkpoints and logs, how many decoding workers (they take whole batches in
+#: sampler order).
+_BOOKKEEPING = frozenset({"out", "save_every", "keep_last", "log_every", "num_workers", "data"})
+#: ``steps`` may change as well, to extend (or shorten) a run, but it does alter the trajectory: the
+#: warm-up and the cosine are stretched over the total (``optim.warmup_cosine``), so from the resumed
+#: step on the rates follow the new total's schedule, which neither an uninterrupted run of the old
+#: nor of the new length would have taken. A resume that changes it says so (ScheduleChangeWarning).
+_SCHEDULE = frozenset({"steps"})
+_RESUMABLE = _BOOKKEEPING | _SCHEDULE
+
+
+class ScheduleChangeWarning(UserWarning):
+    """A resumed run changed ``steps``: its learning-rate schedule changes from the resumed step on."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,6 +152,8 @@ class Trainer:
         if changed:
             listing = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in sorted(changed.items()))
             raise ConfigError(f"resuming {path} with a different configuration ({listing}); use the run's settings")
+        if saved["steps"] != self.cfg.steps:
+            self._warn_schedule_change(path, saved["steps"], meta["step"])
         self.engine.load_model_state(load_file(str(path / "model.safetensors")))
         shard = load_tree(path / f"optimizer_rank{self.rank}")
         self.engine.load_optimizer_state(shard["engine"])
@@ -145,6 +161,14 @@ class Trainer:
         self.step, self.videos_seen, self.read_failures = meta["step"], meta["videos_seen"], meta["read_failures"]
         self.batches_read = meta["batches_read"]
         self.resumed_from = path
+
+    def _warn_schedule_change(self, path: Path, old_steps: int, step: int) -> None:
+        frac = self.cfg.warmup_frac
+        before, after = warmup_cosine(old_steps, frac)(step), warmup_cosine(self.cfg.steps, frac)(step)
+        warnings.warn(f"resuming {path} with steps {old_steps} -> {self.cfg.steps}: the warm-up + cosine schedule "
+                      f"now spans {self.cfg.steps} steps, so the learning-rate factor at step {step}: {before:g} -> "
+                      f"{after:g}; the run is no longer the one its first {step} steps began",
+                      ScheduleChangeWarning, stacklevel=3)
 
     def save(self) -> Path:
         stage = ckpt.staging_dir(self.out, self.step)
@@ -208,6 +232,59 @@ class Trainer:
     def skipped(self) -> int:
         return len(self.dataset.skipped) + self.read_failures
 
+    def _open_logs(self):
+        """Rank 0: (TensorBoard writer, metrics.jsonl open for appending); other ranks: (None, None)."""
+        if self.rank != 0:
+            return None, None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out / "tensorboard")), open(self.out / "metrics.jsonl", "a")
+
+    def _step(self, batch: dict) -> tuple[float, dict, float, dict] | None:
+        """One optimiser step on ``batch``: (loss, the model's outputs, gradient norm, VQ-reset
+        metrics), or None when some rank's whole batch failed to decode (every rank skips it)."""
+        data = batch["states"] if "states" in batch else batch["video"]
+        # one reduction gives every rank the same clip and failure counts, and says whether
+        # some rank's whole batch failed to decode (then all ranks skip the step together)
+        clips, failed, empty = self.engine.sum_over_ranks([data.shape[0], batch["skipped"], data.shape[0] == 0])
+        self.read_failures += int(failed)
+        if empty:
+            return None
+        data = data.to(self.device, non_blocking=True)
+        states = data if "states" in batch else self.encoder.encode(data)
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.model(states)
+        loss = out["loss"]
+        if self.engine.sum_over_ranks([not math.isfinite(loss.item())])[0]:
+            self._stop(f"loss became {loss.item()} at step {self.step + 1} (on this or another rank)")
+        grad_norm = self.engine.step(loss)
+        if not math.isfinite(grad_norm):  # the global norm: the same on every rank
+            self._stop(f"gradient norm became {grad_norm} at step {self.step + 1}")
+        before = self.videos_seen
+        self.videos_seen += int(clips)
+        self.step += 1
+        extra = self._vq_reset(before)
+        return loss.item(), out, grad_norm, extra
+
+    def _log(self, logs, value: float, out: dict, grad_norm: float, extra: dict, seconds: float) -> None:
+        """Rank 0: the step's metrics.jsonl record and TensorBoard scalars (``seconds``: since the last log)."""
+        writer, metrics_file = logs
+        record = {"step": self.step, "loss": value}
+        record.update({k: float(v.detach()) for k, v in out.items() if k != "loss"})
+        record.update(self.engine.learning_rates())
+        record.update(extra)
+        record.update({"grad_norm": grad_norm, "videos_seen": self.videos_seen,
+                       "data/skipped": self.skipped(), "time/step_s": seconds})
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        for key, val in record.items():
+            if key != "step":
+                writer.add_scalar(key, val, self.step)
+
+    def _logs_now(self) -> bool:
+        return self.rank == 0 and (self.step % self.cfg.log_every == 0 or self.step in (self.cfg.steps, 1))
+
     def train(self) -> TrainResult:
         from tqdm import tqdm
 
@@ -222,12 +299,7 @@ class Trainer:
             self.dataset, batch_size=cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             start_step=self.batches_read, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
         )
-        writer = metrics_file = None
-        if self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out / "tensorboard"))
-            metrics_file = open(self.out / "metrics.jsonl", "a")
+        logs = self._open_logs()
         first = last = None
         checkpoint = self.resumed_from
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc=f"train {cfg.reg}", dynamic_ncols=True)
@@ -239,46 +311,17 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next(batches)
                 self.batches_read += 1
-                data = batch["states"] if "states" in batch else batch["video"]
-                # one reduction gives every rank the same clip and failure counts, and says whether
-                # some rank's whole batch failed to decode (then all ranks skip the step together)
-                clips, failed, empty = self.engine.sum_over_ranks([data.shape[0], batch["skipped"], data.shape[0] == 0])
-                self.read_failures += int(failed)
-                if empty:
+                result = self._step(batch)
+                if result is None:
                     continue
-                data = data.to(self.device, non_blocking=True)
-                states = data if "states" in batch else self.encoder.encode(data)
-                self.model.train()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    out = self.model(states)
-                loss = out["loss"]
-                if self.engine.sum_over_ranks([not math.isfinite(loss.item())])[0]:
-                    self._stop(f"loss became {loss.item()} at step {self.step + 1} (on this or another rank)")
-                grad_norm = self.engine.step(loss)
-                if not math.isfinite(grad_norm):  # the global norm: the same on every rank
-                    self._stop(f"gradient norm became {grad_norm} at step {self.step + 1}")
-                before = self.videos_seen
-                self.videos_seen += int(clips)
-                self.step += 1
-                extra = self._vq_reset(before)
-                value = loss.item()
+                value, out, grad_norm, extra = result
                 first = value if first is None else first
                 last = value
                 bar.update(1)
-                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps or self.step == 1):
+                if self._logs_now():
                     now = time.perf_counter()
-                    record = {"step": self.step, "loss": value}
-                    record.update({k: float(v.detach()) for k, v in out.items() if k != "loss"})
-                    record.update(self.engine.learning_rates())
-                    record.update(extra)
-                    record.update({"grad_norm": grad_norm, "videos_seen": self.videos_seen,
-                                   "data/skipped": self.skipped(), "time/step_s": now - t_last})
+                    self._log(logs, value, out, grad_norm, extra, now - t_last)
                     t_last = now
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                    for key, val in record.items():
-                        if key != "step":
-                            writer.add_scalar(key, val, self.step)
                     bar.set_postfix(loss=f"{value:.4f}")
                 if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                     checkpoint = self.save()
@@ -288,9 +331,9 @@ class Trainer:
             if close is not None:
                 close()
             del batches
-            if writer is not None:
-                writer.close()
-                metrics_file.close()
+            if logs[0] is not None:
+                logs[0].close()
+                logs[1].close()
         return TrainResult(self.out, first, last, self.step, checkpoint, self.skipped())
 
 

@@ -168,7 +168,33 @@ def test_fresh_run_refuses_an_existing_run_and_resume_refuses_other_settings(vid
         train(make_config(**common, steps=2))
     with pytest.raises(ConfigError, match="lambda_l1: 0.05 in the checkpoint, 0.2 now"):
         train(make_config(**common, steps=2, lambda_l1=0.2), resume=True)
-    assert train(make_config(**common, steps=2), resume=True).step == 2  # more steps is allowed
+    from lam_fast.training.loop import ScheduleChangeWarning
+
+    with pytest.warns(ScheduleChangeWarning):  # more steps is allowed, and says the schedule changes
+        assert train(make_config(**common, steps=2), resume=True).step == 2
+
+
+def test_resume_with_other_steps_warns_that_the_schedule_changes(video_folder, tmp_path):
+    """``steps`` may change on resume (to extend a run) but it stretches the warm-up + cosine schedule:
+    the resumed run follows the new total's rates, and says so; the bookkeeping keys change nothing."""
+    import warnings
+
+    from lam_fast.training.loop import ScheduleChangeWarning
+    from lam_fast.training.optim import warmup_cosine
+
+    out = tmp_path / "run"
+    common = dict(SMALL, reg="sparse", data=str(video_folder), out=str(out), save_every=2, warmup_frac=0.5)
+    cfg = make_config(**common, steps=2)
+    train(cfg)
+    old, new = warmup_cosine(2, 0.5)(2), warmup_cosine(4, 0.5)(2)
+    assert old != new
+    with pytest.warns(ScheduleChangeWarning, match=rf"steps 2 -> 4.*at step 2: {old:g} -> {new:g}"):
+        train(make_config(**common, steps=4), resume=True)
+    records = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    assert records[3]["lr/adamw"] == pytest.approx(cfg.adamw_lr * warmup_cosine(4, 0.5)(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScheduleChangeWarning)
+        assert train(make_config(**dict(common, log_every=2, keep_last=2), steps=4), resume=True).step == 4
 
 
 def test_non_finite_gradient_stops_before_the_update(video_folder, tmp_path, monkeypatch):
