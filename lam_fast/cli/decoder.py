@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         DECODER_DIR,
         DEFAULT_DECODER_CONFIG,
         StateDecoder,
-        fit_decoder,
         pixel_encoder_inverse,
         save_decoder,
     )
     from lam_fast.runs import load_world_model
+    from lam_fast.training.decoder import fit_decoder
 
     model, encoder, cfg = load_world_model(args.ckpt, args.device)
     del model  # only the frozen encoder is needed

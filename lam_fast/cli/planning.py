@@ -4,7 +4,10 @@
 - ``lam-fast train-action-model --data SIM_DIR --out DIR [--like RUN] --json OUT.json``
 - ``lam-fast plan --data SIM_DIR --json OUT.json --policy latent|action|random [--ckpt RUN|DIR] [--controller DIR]``
 
-See ``lam_fast.planning.sim`` for the split, the protocols and the metrics.
+This module only reads arguments and calls: the split, the protocols and the metrics are in
+:mod:`lam_fast.eval.sim_planning`, the fitting in :mod:`lam_fast.training.controller` and
+:mod:`lam_fast.training.action_model`, the saved modules in :mod:`lam_fast.training.fitted`.
+The result files are :mod:`lam_fast.eval.results` records (``controller``, ``action_model``, ``plan``).
 """
 
 from __future__ import annotations
@@ -16,32 +19,31 @@ from pathlib import Path
 
 import torch
 
-from lam_fast.io import write_json_atomic
 
+def _write_result(path: Path, payload: dict) -> None:
+    """Write ``payload`` as the result record of its ``protocol`` (checked: every key known)."""
+    from lam_fast.eval.results import result_from_dict, write_result
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, payload, sort_keys=True)
+    write_result(path, result_from_dict(payload, str(path)))
 
 
 def _load(data: str, heldout: float):
-    from lam_fast.data.sim import load_episodes
-    from lam_fast.planning.sim import split_episodes
+    from lam_fast.envs import load_episodes
+    from lam_fast.eval.sim_planning import split_episodes
 
     info, meta, episodes = load_episodes(data)
     train, held = split_episodes(episodes, heldout)
     return info, meta, train, held
 
 
-def _encode_all(encoder, episodes, info, device):
-    from lam_fast.planning.sim import encode_episode, normalise_actions
+def _encode_split(encoder, train, held, info, device):
+    """(train states, train actions, held-out states, held-out actions), actions in [-1, 1]."""
+    from lam_fast.eval.sim_planning import encode_episodes
 
-    states = [encode_episode(encoder, ep.frames, device) for ep in episodes]
-    actions = [normalise_actions(ep.actions, info).to(device) for ep in episodes]
-    return states, actions
+    return (*encode_episodes(encoder, train, info, device), *encode_episodes(encoder, held, info, device))
 
 
-def train_controller_main(argv: list[str] | None = None) -> int:
+def _controller_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lam-fast train-controller",
                                      description="fit a controller from real actions to a run's IDM latents (PAPER.md s.4)")
     parser.add_argument("--ckpt", required=True, help="latent-action world model run (its latest checkpoint)")
@@ -60,11 +62,17 @@ def train_controller_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout", type=float, default=0.25, help="fraction of episodes held out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def train_controller_main(argv: list[str] | None = None) -> int:
+    parser = _controller_parser()
     args = parser.parse_args(argv)
 
-    from lam_fast.planning.sim import build_controller, controller_dataset, controller_rollout_errors, save_module
+    from lam_fast.eval.sim_planning import controller_latent_fit, controller_rollout_errors
     from lam_fast.runs import load_world_model
-    from lam_fast.training.controller import ControllerTraining, train_controller
+    from lam_fast.training.controller import ControllerTraining, controller_dataset, train_controller
+    from lam_fast.training.fitted import build_controller, save_module
 
     settings = ControllerTraining(steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps - 1),
                                   batch_size=args.batch_size, seed=args.seed)
@@ -73,30 +81,25 @@ def train_controller_main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.ckpt} is a deterministic run: it has no latent actions to control")
     info, meta, train, held = _load(args.data, args.heldout)
     start = time.perf_counter()
-    train_states, train_actions = _encode_all(encoder, train, info, args.device)
-    held_states, held_actions = _encode_all(encoder, held, info, args.device)
+    train_states, train_actions, held_states, held_actions = _encode_split(encoder, train, held, info, args.device)
     actions, states, targets = controller_dataset(model, train_states, train_actions)
     ctrl_meta = {"kind": args.kind, "action_dim": actions.shape[1], "state_dim": encoder.dim,
                  "num_tokens": encoder.num_tokens, "latent_dim": targets.shape[1],
                  "width": args.width, "heads": args.heads, "task": info.name, "ckpt": str(args.ckpt)}
     torch.manual_seed(args.seed)
     controller = build_controller(ctrl_meta).to(args.device)
-    losses = train_controller(controller, actions, states if args.kind == "cross" else None, targets, settings)
+    cross = args.kind == "cross"
+    losses = train_controller(controller, actions, states if cross else None, targets, settings)
     h_actions, h_states, h_targets = controller_dataset(model, held_states, held_actions)
-    with torch.no_grad():
-        h_pred = controller(h_actions, h_states if args.kind == "cross" else None)
-        latent_l2 = (h_pred - h_targets).pow(2).sum(1).mean().item()
-        latent_var = (h_targets - h_targets.mean(0)).pow(2).sum(1).mean().item()
+    latent_fit = controller_latent_fit(controller, h_actions, h_states if cross else None, h_targets)
     result = controller_rollout_errors(model, controller, held_states, held_actions, args.rollout_steps)
     result.update(kind=args.kind, task=info.name, ckpt=str(args.ckpt), data=str(args.data), reg=cfg.reg,
                   controller=str(args.out), steps=args.steps, loss_first=losses[0], loss_final=losses[-1],
-                  heldout_latent_l2=latent_l2, heldout_latent_variance=latent_var,
-                  heldout_r2=1.0 - latent_l2 / max(latent_var, 1e-12),
-                  episodes_train=len(train), episodes_heldout=len(held), transitions_train=int(actions.shape[0]),
-                  seconds=time.perf_counter() - start, protocol="controller")
+                  **latent_fit, episodes_train=len(train), episodes_heldout=len(held),
+                  transitions_train=int(actions.shape[0]), seconds=time.perf_counter() - start, protocol="controller")
     ctrl_meta.update({k: result[k] for k in ("rollout_error_idm", "rollout_error_controller", "heldout_r2")})
     save_module(args.out, "controller", controller, ctrl_meta)
-    _write_json(args.json, result)
+    _write_result(args.json, result)
     print(f"controller ({args.kind}, {info.name}): loss {losses[0]:.4f} -> {losses[-1]:.4f}; held-out latent R^2 "
           f"{result['heldout_r2']:.3f}; {args.rollout_steps}-step rollout error IDM z {result['rollout_error_idm']:.4f}, "
           f"controller z {result['rollout_error_controller']:.4f} (x{result['ratio']:.2f}; copy "
@@ -104,7 +107,7 @@ def train_controller_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_action_model_main(argv: list[str] | None = None) -> int:
+def _action_model_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lam-fast train-action-model",
                                      description="the action-conditioned baseline world model (same predictor, AdaLN on the real action)")
     parser.add_argument("--data", required=True, help="sim dataset folder (lam-fast sim generate)")
@@ -114,7 +117,7 @@ def train_action_model_main(argv: list[str] | None = None) -> int:
                         help="latent-action run whose encoder and predictor preset to copy (recommended: same predictor)")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--encoder", default="pixels")
-    parser.add_argument("--patch-size", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, default=None, help="pixels encoder only (default 8)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-frames", type=int, default=8)
@@ -122,27 +125,46 @@ def train_action_model_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def _action_model_encoder(parser, args, meta: dict):
+    """(encoder, its name, options, image size, predictor preset): the ``--like`` run's, or the flags'.
+
+    The options are recorded with the encoder's defaults filled in (``{"patch_size": 8}`` for
+    pixels), as a run's config records them."""
+    from lam_fast.models.encoders import build_encoder, encoder_options, normalize_encoder_options
+
+    if args.like:
+        from lam_fast.runs import load_world_model
+
+        if args.patch_size is not None:
+            parser.error("--patch-size does not apply with --like (the run's encoder is used)")
+        _, encoder, like = load_world_model(args.like, args.device)
+        return encoder, like.encoder, like.encoder_options(), like.image_size, like.preset
+    try:
+        options = normalize_encoder_options(args.encoder, encoder_options(args.encoder, patch_size=args.patch_size))
+    except ValueError as error:
+        parser.error(str(error))
+    image_size = int(meta["image_size"])
+    return build_encoder(args.encoder, image_size, **options).to(args.device), args.encoder, options, image_size, args.preset
+
+
+def train_action_model_main(argv: list[str] | None = None) -> int:
+    parser = _action_model_parser()
     args = parser.parse_args(argv)
 
+    from lam_fast.eval.sim_planning import one_step_error
     from lam_fast.models import ActionConditionedWorldModel, ModelConfig
-    from lam_fast.models.encoders import build_encoder
-    from lam_fast.planning.sim import ActionModelTraining, one_step_error, save_module, train_action_model
+    from lam_fast.training.action_model import ActionModelTraining, train_action_model
+    from lam_fast.training.fitted import save_module
 
     settings = ActionModelTraining(steps=args.steps, batch_size=args.batch_size, num_frames=args.num_frames,
                                    lr=args.lr, seed=args.seed)
     info, meta, train, held = _load(args.data, args.heldout)
-    if args.like:
-        from lam_fast.runs import load_world_model
-
-        _, encoder, like = load_world_model(args.like, args.device)
-        enc_name, enc_options, image_size, preset = like.encoder, like.encoder_options(), like.image_size, like.preset
-    else:
-        enc_name, image_size, preset = args.encoder, int(meta["image_size"]), args.preset
-        enc_options = {"patch_size": args.patch_size} if enc_name == "pixels" else {}
-        encoder = build_encoder(enc_name, image_size, **enc_options).to(args.device)
+    encoder, enc_name, enc_options, image_size, preset = _action_model_encoder(parser, args, meta)
     start = time.perf_counter()
-    train_states, train_actions = _encode_all(encoder, train, info, args.device)
-    held_states, held_actions = _encode_all(encoder, held, info, args.device)
+    train_states, train_actions, held_states, held_actions = _encode_split(encoder, train, held, info, args.device)
     torch.manual_seed(args.seed)
     cfg = ModelConfig(reg="deterministic", preset=preset)
     model = ActionConditionedWorldModel(cfg, state_dim=encoder.dim, grid=encoder.grid,
@@ -156,16 +178,13 @@ def train_action_model_main(argv: list[str] | None = None) -> int:
                   "residual": cfg.residual, "action_dim": len(info.action_names), "task": info.name,
                   "action_names": list(info.action_names), **{k: result[k] for k in ("one_step_error", "rel_to_copy")}}
     save_module(args.out, "action_model", model, model_meta)
-    json_path = args.json or args.out / "eval" / "action_model.json"
-    _write_json(json_path, result)
+    _write_result(args.json or args.out / "eval" / "action_model.json", result)
     print(f"action model ({info.name}): loss {losses[0]:.4f} -> {losses[-1]:.4f}; held-out one-step error "
           f"{result['one_step_error']:.4f} ({result['rel_to_copy']:.3f} x copy) -> {args.out}")
     return 0
 
 
-def plan_main(argv: list[str] | None = None) -> int:
-    from lam_fast.planning.sim import PLAN_DEFAULTS
-
+def _plan_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lam-fast plan",
                                      description="plan on the held-out episodes of a sim task and score the plans")
     parser.add_argument("--data", required=True, help="sim dataset folder (lam-fast sim generate)")
@@ -184,11 +203,11 @@ def plan_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="recompute rollouts instead of the KV cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    return parser
 
-    from lam_fast.planning.sim import PlanSettings, load_action_model, load_controller, plan
 
-    info, meta, _, held = _load(args.data, args.heldout)
+def _plan_policy(parser, args) -> str:
+    """The policy asked for, or the one ``--ckpt`` holds; refuses a policy without what it needs."""
     policy = args.policy
     if policy is None:
         if args.ckpt is None:
@@ -198,32 +217,52 @@ def plan_main(argv: list[str] | None = None) -> int:
         parser.error(f"--policy {policy} needs --ckpt")
     if policy == "latent" and args.controller is None:
         parser.error("--policy latent needs --controller (lam-fast train-controller --out DIR)")
-    defaults = dict(PLAN_DEFAULTS[info.name])
-    chosen = {k: getattr(args, k) for k in ("method", "samples", "elites", "iterations", "horizon", "hold")}
-    defaults.update({k: v for k, v in chosen.items() if v is not None})
-    settings = PlanSettings(**defaults, problems=args.problems, batch=args.batch, temperature=args.temperature,
-                            seed=args.seed)
-    model = encoder = controller = None
+    return policy
+
+
+def _plan_models(parser, args, policy: str, task: str):
+    """(model, encoder, controller) of the policy, each None where it takes none."""
+    from lam_fast.training.fitted import load_action_model, load_controller
+
     if policy == "latent":
         from lam_fast.runs import load_world_model
 
         model, encoder, _ = load_world_model(args.ckpt, args.device)
         controller, ctrl_meta = load_controller(args.controller, args.device)
-        if ctrl_meta["task"] != info.name:
-            parser.error(f"the controller was trained on task {ctrl_meta['task']!r}, the data is {info.name!r}")
-    elif policy == "action":
+        if ctrl_meta["task"] != task:
+            parser.error(f"the controller was trained on task {ctrl_meta['task']!r}, the data is {task!r}")
+        return model, encoder, controller
+    if policy == "action":
         model, encoder, model_meta = load_action_model(args.ckpt, args.device)
-        if model_meta["task"] != info.name:
-            parser.error(f"the action model was trained on task {model_meta['task']!r}, the data is {info.name!r}")
+        if model_meta["task"] != task:
+            parser.error(f"the action model was trained on task {model_meta['task']!r}, the data is {task!r}")
+        return model, encoder, None
+    return None, None, None
+
+
+def plan_main(argv: list[str] | None = None) -> int:
+    parser = _plan_parser()
+    args = parser.parse_args(argv)
+
+    from lam_fast.eval.results import PlanResult
+    from lam_fast.eval.sim_planning import PLAN_DEFAULTS, PlanSettings, plan
+
+    info, meta, _, held = _load(args.data, args.heldout)
+    policy = _plan_policy(parser, args)
+    defaults = dict(PLAN_DEFAULTS[info.name])
+    chosen = {k: getattr(args, k) for k in ("method", "samples", "elites", "iterations", "horizon", "hold")}
+    defaults.update({k: v for k, v in chosen.items() if v is not None})
+    settings = PlanSettings(**defaults, problems=args.problems, batch=args.batch, temperature=args.temperature,
+                            seed=args.seed)
+    model, encoder, controller = _plan_models(parser, args, policy, info.name)
     start = time.perf_counter()
     result = plan(policy, info.name, info, held, settings, model=model, encoder=encoder, controller=controller,
                   device=args.device, use_cache=not args.no_cache)
     result.update(protocol="plan", data=str(args.data), ckpt=args.ckpt, controller=args.controller,
                   seconds=time.perf_counter() - start)
-    _write_json(args.json, result)
-    metrics = {"reacher": ("delta_actions", "end_effector_error"), "nav": ("ate", "rpe")}[info.name]
+    _write_result(args.json, result)
     print(f"plan ({info.name}, {policy}, {result['method']}): " +
-          ", ".join(f"{k} {result[k]:.4f}" for k in metrics) +
+          ", ".join(f"{k} {result[k]:.4f}" for k in PlanResult.TASK_METRICS[info.name]) +
           f" over {result['problems']} problems in {result['seconds']:.1f} s -> {args.json}")
     return 0
 

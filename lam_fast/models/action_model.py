@@ -1,7 +1,9 @@
 """The action-conditioned baseline world model (V-JEPA 2-AC / NWM style): the same frame-causal
 predictor as the latent-action model, with frame-wise AdaLN-zero conditioned on the real action
 a_t (normalised to [-1, 1]) instead of a latent z_t. Trained with the same teacher-forced L1 loss on
-action-labelled video; it is the "trained with action labels" row of the planning tables."""
+action-labelled video; it is the "trained with action labels" row of the planning tables.
+
+Training: ``lam_fast.training.action_model.train_action_model``."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
   everywhere (a clamp would have none outside [0, 1]). Decoded frame t sees states 0..t only.
 - :func:`decode_to_pixels`: a trained decoder, or for the ``pixels`` encoder its exact inverse
   (no weights needed).
-- :func:`fit_decoder`: L1 training on (states, frames) pairs (AdamW, warm-up + cosine).
+- training: :func:`lam_fast.training.decoder.fit_decoder` (this module has no training code).
 - :func:`save_decoder` / :func:`load_decoder`: ``decoder.safetensors`` + ``decoder.json``, by
   default in ``RUN/decoder/`` (``lam-fast train-decoder``).
 """
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lam_fast._moved import moved
 from lam_fast.io import load_weights_with_meta, save_weights_with_meta
 from lam_fast.models.config import TransformerConfig
 from lam_fast.nn import AdaLNZeroBlock, FinalLayer
@@ -32,11 +33,13 @@ __all__ = [
     "DEFAULT_DECODER_CONFIG",
     "StateDecoder",
     "decode_to_pixels",
-    "fit_decoder",
     "load_decoder",
     "pixel_encoder_inverse",
     "save_decoder",
 ]
+
+# fit_decoder is training code: it lives in lam_fast.training.decoder; the old path still answers
+__getattr__ = moved(__name__, {"fit_decoder": "lam_fast.training.decoder"})
 
 #: where ``lam-fast train-decoder`` writes a run's decoder, relative to the run directory
 DECODER_DIR = "decoder"
@@ -136,44 +139,6 @@ def decode_to_pixels(states: torch.Tensor, encoder, decoder: StateDecoder | None
                          f"{encoder.frames_per_state} frames/state)")
     param = next(decoder.parameters())
     return decoder(states.to(param.device, param.dtype)).float()
-
-
-def fit_decoder(decoder: StateDecoder, states: torch.Tensor, frames: torch.Tensor, *, steps: int,
-                batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 0.0, warmup_frac: float = 0.05,
-                seed: int = 0, device: str | torch.device = "cpu") -> list[float]:
-    """Train ``decoder`` with L1 to ``frames``; returns the per-step training losses.
-
-    states: (M, T, N, C) float; frames: (M, T * frames_per_state, 3, H, W), uint8 in [0, 255] or
-    float in [0, 1]. Both may live on the CPU: each step moves a batch of ``batch_size`` clips
-    (drawn with replacement by a generator seeded with ``seed``) to ``device``. AdamW with linear
-    warm-up over ``warmup_frac`` of the steps, then cosine to 0. Leaves the decoder in eval mode.
-    """
-    from lam_fast.training.optim import warmup_cosine
-
-    if states.shape[0] != frames.shape[0] or states.shape[0] < 1:
-        raise ValueError(f"states {tuple(states.shape)} and frames {tuple(frames.shape)} must share a non-empty dim 0")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
-    decoder.to(device).train()
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, warmup_frac))
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        index = torch.randint(0, states.shape[0], (min(batch_size, states.shape[0]),), generator=generator)
-        target = _as_float_frames(frames[index]).to(device)
-        loss = (decoder(states[index].to(device)) - target).abs().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    decoder.eval()
-    return losses
-
-
-def _as_float_frames(frames: torch.Tensor) -> torch.Tensor:
-    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
 
 
 def save_decoder(decoder: StateDecoder, directory: str | Path, extra: dict | None = None) -> Path:

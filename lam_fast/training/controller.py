@@ -1,4 +1,5 @@
-"""Controller training (PAPER.md section 4): L2 to the IDM's latents, AdamW, warm-up + cosine."""
+"""Controller training (PAPER.md section 4): L2 to the IDM's latents, on the one small-model loop
+(:func:`lam_fast.training.fit.fit`: AdamW, warm-up + cosine, random mini-batches)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lam_fast.training.optim import warmup_cosine
+from lam_fast.training.fit import FitSettings, fit
 
 
 @dataclass(frozen=True)
@@ -26,30 +27,36 @@ class ControllerTraining:
             raise ValueError(f"invalid controller training settings: {self}")
 
 
+@torch.no_grad()
+def controller_dataset(model, states: list[torch.Tensor], actions: list[torch.Tensor]):
+    """(actions (M, A), s_t (M, N, C), IDM z_t (M, Z)) over every transition of the episodes: the
+    controller's training pairs, a real action and the state it acts on -> the latent the world
+    model's IDM infers for that transition."""
+    a, s, z = [], [], []
+    for st, ac in zip(states, actions):
+        a.append(ac)
+        s.append(st[:-1])
+        z.append(model.infer_actions(st[None])[0])
+    return torch.cat(a), torch.cat(s), torch.cat(z)
+
+
 def train_controller(controller: nn.Module, actions: torch.Tensor, states: torch.Tensor | None,
                      targets: torch.Tensor, settings: ControllerTraining = ControllerTraining()) -> list[float]:
     """Fit ``controller(actions, states) ~ targets`` (the IDM's latents) with L2; returns the loss per step.
 
-    actions: (M, A); states: (M, N, C) or None; targets: (M, Z). Batches are drawn with replacement
-    from a generator seeded by ``settings.seed``.
+    actions: (M, A); states: (M, N, C) or None; targets: (M, Z). Batches of ``min(batch_size, M)``
+    are drawn with replacement from a generator seeded by ``settings.seed``.
     """
     m = actions.shape[0]
     if targets.shape[0] != m or (states is not None and states.shape[0] != m):
         raise ValueError(f"actions, states and targets must share the first dim, got {actions.shape[0]}, "
                          f"{None if states is None else states.shape[0]}, {targets.shape[0]}")
-    opt = torch.optim.AdamW(controller.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.steps, settings.warmup_steps / settings.steps))
-    g = torch.Generator().manual_seed(settings.seed)
-    losses = []
-    controller.train()
-    for _ in range(settings.steps):
-        idx = torch.randint(m, (min(settings.batch_size, m),), generator=g).to(actions.device)
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        idx = index.to(actions.device)
         pred = controller(actions[idx], None if states is None else states[idx])
-        loss = (pred - targets[idx]).pow(2).sum(dim=1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    controller.eval()
-    return losses
+        return (pred - targets[idx]).pow(2).sum(dim=1).mean()
+
+    fit_settings = FitSettings(steps=settings.steps, lr=settings.lr, weight_decay=settings.weight_decay,
+                               warmup_frac=settings.warmup_steps / settings.steps, seed=settings.seed)
+    return fit(controller, loss_of, population=m, batch_size=min(settings.batch_size, m), settings=fit_settings)

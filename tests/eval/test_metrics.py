@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lam_fast.eval.metrics import ate, delta_xyz, rpe
+from lam_fast.eval.metrics import ate, delta_action_l1, delta_xyz, rpe
 
 
 def test_delta_xyz_compares_summed_actions():
@@ -13,6 +13,18 @@ def test_delta_xyz_compares_summed_actions():
     assert delta_xyz(planned, true).item() == pytest.approx(0.3)
     # the order of the steps does not matter, only where they end up
     assert delta_xyz(planned.flip(0), true).item() == pytest.approx(0.3)
+
+
+def test_delta_action_l1_is_delta_xyz_for_any_action_unit():
+    """The reacher's joint-angle deltas (radians, 2-d) are scored by delta_action_l1: the same
+    summed-L1 number as the DROID protocol's delta_xyz, without claiming metres."""
+    g = torch.Generator().manual_seed(0)
+    planned, true = torch.randn(4, 3, 2, generator=g), torch.randn(4, 3, 2, generator=g)
+    expected = (planned.sum(1) - true.sum(1)).abs().sum(-1)
+    torch.testing.assert_close(delta_action_l1(planned, true), expected)
+    torch.testing.assert_close(delta_xyz(planned, true), expected)
+    with pytest.raises(ValueError, match="delta_action_l1"):
+        delta_action_l1(planned, true[:, :2])
 
 
 def test_ate_and_rpe_on_hand_computed_paths():

@@ -13,14 +13,14 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("mujoco") is None, reas
 
 @pytest.fixture(scope="module")
 def sim_runs(tmp_path_factory):
+    from lam_fast import envs
     from lam_fast.cli import main
-    from lam_fast.data import sim  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 
     root = tmp_path_factory.mktemp("simcmd")
     try:
         for task in ("reacher", "nav"):
-            sim.generate(task, root / task, episodes=4, frames=10, seed=0, image_size=32)
-    except RuntimeError as error:  # no OpenGL renderer on this machine
+            envs.generate(task, root / task, episodes=4, frames=10, seed=0, image_size=32)
+    except envs.RenderUnavailable as error:  # no MuJoCo offscreen renderer on this machine
         pytest.skip(str(error))
     assert main(["train", "--reg", "sparse", "--preset", "tiny", "--data", str(root / "reacher"), "--steps", "2",
                  "--batch-size", "2", "--image-size", "32", "--num-frames", "4", "--fps", "4", "--out",
@@ -64,8 +64,8 @@ def test_controller_action_model_and_plans(sim_runs):
 
 @pytest.mark.parametrize("task", ["reacher", "nav"])
 def test_metrics_are_zero_for_the_true_actions(sim_runs, task):
-    from lam_fast.data.sim import load_episodes
-    from lam_fast.planning.sim import PLAN_DEFAULTS, plan_metrics, planning_problems
+    from lam_fast.envs import load_episodes
+    from lam_fast.eval.sim_planning import PLAN_DEFAULTS, plan_metrics, planning_problems
 
     info, _, episodes = load_episodes(sim_runs / task)
     d = PLAN_DEFAULTS[task]
@@ -90,3 +90,25 @@ def test_nav_plans_use_the_straight_line_protocol(sim_runs):
     assert r["hold"] == 8 and r["horizon"] == 1 and planned.shape[1] == 8
     assert (planned == planned[:, :1]).all()  # one action held over the horizon
     assert r["ate"] > 0 and r["rpe"] > 0
+
+
+def test_action_model_encoder_options_are_strict(sim_runs, tmp_path, capsys):
+    """--patch-size is a pixels option: refused with effnet (it used to be ignored silently) and
+    with --like (the run's encoder is used); without it the pixels encoder keeps patch size 8."""
+    from lam_fast.cli import main
+    from lam_fast.training.fitted import load_action_model
+
+    data = str(sim_runs / "nav")
+    with pytest.raises(SystemExit):
+        main(["train-action-model", "--data", data, "--out", str(tmp_path / "e"), "--encoder", "effnet",
+              "--patch-size", "4", "--steps", "1"])
+    assert "'patch_size' does not apply to encoder 'effnet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train-action-model", "--data", data, "--out", str(tmp_path / "l"), "--like", str(sim_runs / "run"),
+              "--patch-size", "8", "--steps", "1"])
+    assert "--like" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and not (tmp_path / "l").exists()
+    assert main(["train-action-model", "--data", data, "--out", str(tmp_path / "p"), "--steps", "1",
+                 "--num-frames", "3"]) == 0
+    _, encoder, meta = load_action_model(tmp_path / "p")
+    assert encoder.patch_size == 8 and meta["encoder"] == "pixels" and meta["encoder_options"] == {"patch_size": 8}

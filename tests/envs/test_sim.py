@@ -1,4 +1,5 @@
-"""Action-labelled MuJoCo video (lam_fast.data.sim): determinism, kinematics, files, CLI."""
+"""Action-labelled MuJoCo video (lam_fast.envs): determinism, kinematics, files, CLI, and the
+render-unavailable error that the rendering tests (and only they) skip on."""
 
 from __future__ import annotations
 
@@ -6,26 +7,32 @@ import importlib.util
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-# find_spec, not importorskip: mujoco must first be imported by sim, which sets MUJOCO_GL=egl
+# find_spec, not importorskip: mujoco must first be imported by lam_fast.envs.render.import_mujoco,
+# which sets MUJOCO_GL=egl right before
 if importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("dm_control") is None:
     pytest.skip("needs mujoco and dm_control (the 'sim' extra)", allow_module_level=True)
 
-from lam_fast.data import sim  # noqa: E402  (after the skip)
+from lam_fast import envs as sim  # noqa: E402  (after the skip)
+from lam_fast.envs import episodes as episode_files  # noqa: E402
+from lam_fast.envs import nav, render  # noqa: E402
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def can_render() -> None:
-    """Skip rendering tests where no offscreen OpenGL (EGL/OSMesa) is available."""
+    """Skip rendering tests where no offscreen OpenGL (EGL/OSMesa) is available: on
+    RenderUnavailable only, so any other error of the simulator fails the tests."""
     try:
         sim.render_episode("reacher", seed=0, frames=2, image_size=SIZE)
-    except RuntimeError as error:
+    except sim.RenderUnavailable as error:
         pytest.skip(f"no MuJoCo offscreen rendering here: {error}")
 
 
@@ -61,7 +68,7 @@ def test_same_seed_same_episode_other_seed_differs(episodes, task):
 
 
 def test_nav_layout_follows_scene_seed(can_render):
-    assert sim._nav_layout(0) != sim._nav_layout(1)
+    assert nav.nav_layout(0) != nav.nav_layout(1)
     a = sim.render_episode("nav", seed=1, frames=2, image_size=SIZE, scene_seed=0)
     b = sim.render_episode("nav", seed=1, frames=2, image_size=SIZE, scene_seed=1)
     assert not np.array_equal(a.frames, b.frames)
@@ -98,9 +105,9 @@ def test_nav_integrating_recorded_actions_gives_recorded_poses(episodes, can_ren
 
 
 def test_nav_stays_clear_of_walls_and_obstacles(episodes):
-    layout = sim._nav_layout(0)
+    layout = nav.nav_layout(0)
     for x, y, _ in episodes["nav"].poses:
-        assert sim._nav_clearance(layout, float(x), float(y)) >= sim.NAV_CLEARANCE
+        assert nav.nav_clearance(layout, float(x), float(y)) >= sim.NAV_CLEARANCE
 
 
 def test_nav_replay_blocks_forward_at_a_wall(can_render):
@@ -127,6 +134,61 @@ def test_reacher_angles_wrap_and_clip(episodes):
     q = episodes["reacher"].poses[:, 2:]
     assert (q[:, 0] >= -math.pi).all() and (q[:, 0] < math.pi).all()
     assert (np.abs(q[:, 1]) <= math.radians(160) + 1e-6).all()
+
+
+def test_wrist_range_read_from_the_mjcf_is_mujocos():
+    """One source of truth: the range the simulator and the planning metrics use, parsed from the
+    MJCF, is exactly the one MuJoCo compiles from it (+-160 degrees)."""
+    from lam_fast.envs.reacher import build_reacher
+    from lam_fast.envs.render import import_mujoco
+
+    model, _ = build_reacher(import_mujoco())
+    wrist = model.joint("wrist")
+    assert wrist.limited[0] and sim.reacher_wrist_range() == tuple(float(v) for v in wrist.range)
+    assert sim.reacher_wrist_range() == (-math.radians(160), math.radians(160))
+
+
+def test_render_unavailable_without_mujoco(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mujoco", None)  # import mujoco now raises ModuleNotFoundError
+    with pytest.raises(sim.RenderUnavailable, match="needs MuJoCo"):
+        sim.generate("reacher", tmp_path, episodes=1, frames=2, image_size=SIZE)
+    assert issubclass(sim.RenderUnavailable, RuntimeError)  # callers catching RuntimeError still do
+
+
+def _fresh_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env},
+                          timeout=300)
+
+
+@pytest.mark.parametrize("gl", ["disable", "bogus"])
+def test_render_unavailable_without_an_opengl_backend(gl):
+    """No GL backend (MUJOCO_GL=disable: MuJoCo has no GLContext) or an unknown one: the dedicated
+    error, naming the backend, not some RuntimeError the tests would have to skip blindly."""
+    code = ("from lam_fast import envs\n"
+            "try:\n"
+            "    envs.render_episode('reacher', seed=0, frames=2, image_size=16)\n"
+            "except envs.RenderUnavailable as error:\n"
+            "    print('unavailable:', error)\n")
+    out = _fresh_python(code, MUJOCO_GL=gl)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("unavailable:") and f"MUJOCO_GL={gl!r}" in out.stdout, out.stdout
+
+
+def test_importing_envs_neither_imports_mujoco_nor_sets_mujoco_gl():
+    """MUJOCO_GL is chosen where rendering is first set up, right before MuJoCo is imported."""
+    code = ("import os, sys\n"
+            "from lam_fast import envs\n"
+            "from lam_fast.envs import render\n"
+            "assert 'mujoco' not in sys.modules and 'MUJOCO_GL' not in os.environ\n"
+            "try:\n"
+            "    render.import_mujoco()\n"
+            "except render.RenderUnavailable as error:  # the choice was made all the same\n"
+            "    print('unavailable:', error, file=sys.stderr)\n"
+            "print(os.environ['MUJOCO_GL'])\n")
+    out = _fresh_python(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [render.DEFAULT_MUJOCO_GL]
 
 
 @pytest.mark.parametrize("task", sim.SIM_TASKS)
@@ -208,7 +270,7 @@ def test_generate_writes_decodable_videos_and_resumes(tmp_path, can_render, monk
         path.write_bytes(b"half a video")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim, "_write_mp4", fail)
+    monkeypatch.setattr(episode_files, "_write_mp4", fail)
     with pytest.raises(KeyboardInterrupt):
         sim.generate("nav", out, episodes=2, frames=8, seed=3, image_size=SIZE, fps=4.0)
     assert sorted(p.name for p in out.iterdir()) == [n for n in names if n != "episode_00001.mp4"]
@@ -258,11 +320,8 @@ def test_cli_generate_and_info(tmp_path, can_render, capsys):
 def test_triton_still_imports_after_rendering(tmp_path, can_render):
     """Mesa's software renderer loads its own LLVM; importing Triton after it used to segfault the
     process. In a fresh interpreter: render first, then import Triton."""
-    import subprocess
-    import sys
-
-    code = ("from lam_fast.data import sim; import sys; "
-            "sim.render_episode('reacher', seed=0, frames=2, image_size=32); "
+    code = ("from lam_fast import envs; import sys; "
+            "envs.render_episode('reacher', seed=0, frames=2, image_size=32); "
             "import triton.runtime, triton.language; print('ok')")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

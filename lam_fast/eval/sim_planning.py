@@ -1,13 +1,15 @@
-"""Controllers, the action-conditioned baseline and planning on the action-labelled MuJoCo tasks
-(``lam_fast.data.sim``), following PAPER.md section 4.
+"""The sim protocols of PAPER.md section 4 on the action-labelled MuJoCo tasks (:mod:`lam_fast.envs`):
+how well a controller and the action-conditioned baseline predict, and how well each policy plans.
 
-Data split: the last ``heldout`` fraction of a dataset's episodes (at least one) is held out; the
-controller and the action-conditioned baseline train on the rest, and every reported error and
-planning metric is measured on the held-out episodes only.
+Data split: the last ``heldout`` fraction of a dataset's episodes (at least one) is held out
+(:func:`split_episodes`); the controller and the action-conditioned baseline train on the rest
+(:mod:`lam_fast.training.controller`, :mod:`lam_fast.training.action_model`), and every reported
+error and planning metric is measured on the held-out episodes only.
 
-Actions are normalised to [-1, 1] with the task's bounds (``normalise_actions``) before they reach a
-controller or an action-conditioned predictor; planners sample in that space (N(0, I) at start, as
-in the paper, clamped to the bounds).
+Actions are normalised to [-1, 1] with the task's bounds
+(:func:`~lam_fast.envs.normalise_actions`) before they reach a controller or an action-conditioned
+predictor; planners sample in that space (N(0, I) at start, as in the paper, clamped to the
+bounds).
 
 Planning protocols (offline, as the paper's evaluations: the planner sees the start state s_t and
 the goal state s_{t+K} of a held-out episode; its plan is compared with the actions that really
@@ -15,9 +17,10 @@ took the robot there):
 
 - ``reacher`` (DROID protocol): CEM 300 samples / 10 elites / 15 iterations, H = 3, cost
   ``||s_goal - s_hat_{t+H}||_2``. Metrics: ``delta_actions`` = L1 between the summed planned and the
-  summed true actions (the paper's Δxyz; here joint-angle deltas, radians) and
-  ``end_effector_error`` = distance between the fingertip reached by the summed planned joint
-  deltas and the true one (metres, forward kinematics of the arm).
+  summed true actions (:func:`~lam_fast.eval.metrics.delta_action_l1`; the paper's Δxyz, here on
+  joint-angle deltas, so in radians) and ``end_effector_error`` = distance between the fingertip
+  reached by the summed planned joint deltas (wrist clipped to its range after every step, as the
+  simulator does) and the true one (metres, forward kinematics of the arm).
 - ``nav`` (RECON / NWM protocol): CEM 120 samples, 1 iteration, one (forward, yaw) action held over
   H = 8 steps (a single straight-line action split over the steps). Metrics: ATE and RPE (metres)
   between the planned trajectory (the action integrated by the unicycle kinematics) and the true
@@ -32,16 +35,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from lam_fast.io import load_weights_with_meta, save_weights_with_meta
-
-#: The reacher's wrist joint range (+-160 degrees, dm_control's reacher.xml), applied like the simulator.
-REACHER_WRIST_LIMIT = math.radians(160.0)
+from lam_fast.envs import (
+    denormalise_actions,
+    integrate_nav,
+    normalise_actions,
+    reacher_end_effector,
+    reacher_wrist_range,
+)
+from lam_fast.eval.metrics import ate, delta_action_l1, rpe
+from lam_fast.planning import CEMConfig, MPPIConfig
+from lam_fast.planning.latent import plan_actions
 
 #: Per-task planning defaults (PAPER.md section 4).
 PLAN_DEFAULTS = {
@@ -51,22 +58,6 @@ PLAN_DEFAULTS = {
 
 
 # ----------------------------------------------------------------------------- data
-
-def _bounds(info) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.tensor(info.action_low, dtype=torch.float32), torch.tensor(info.action_high, dtype=torch.float32)
-
-
-def normalise_actions(actions, info) -> torch.Tensor:
-    """Real actions (..., A) -> [-1, 1] with the task's bounds."""
-    low, high = _bounds(info)
-    a = torch.as_tensor(actions, dtype=torch.float32)
-    return 2.0 * (a - low.to(a.device)) / (high - low).to(a.device) - 1.0
-
-
-def denormalise_actions(u: torch.Tensor, info) -> torch.Tensor:
-    """[-1, 1] (..., A) -> real actions."""
-    low, high = _bounds(info)
-    return low.to(u.device) + (u.float().clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low).to(u.device)
 
 
 def split_episodes(episodes: list, heldout: float = 0.25) -> tuple[list, list]:
@@ -92,74 +83,26 @@ def encode_episode(encoder, frames, device="cpu") -> torch.Tensor:
     return encoder.encode(video[None])[0]
 
 
-# ----------------------------------------------------------------------------- save / load
-
-def save_module(directory: str | Path, name: str, module: nn.Module, meta: dict) -> Path:
-    """``DIR/NAME.safetensors`` then ``DIR/NAME.json`` (the JSON last: a crash mid-save leaves the
-    previous pair loadable, or nothing that looks complete)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights_with_meta(directory / f"{name}.safetensors", directory / f"{name}.json", module.state_dict(), meta)
-    return directory
+def encode_episodes(encoder, episodes: list, info, device="cpu") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(states per episode (T, N, C), actions per episode (T - 1, A) normalised to [-1, 1]), on ``device``."""
+    states = [encode_episode(encoder, ep.frames, device) for ep in episodes]
+    actions = [normalise_actions(ep.actions, info).to(device) for ep in episodes]
+    return states, actions
 
 
-def _load_pair(directory: str | Path, name: str) -> tuple[dict, dict]:
-    directory = Path(directory)
-    meta_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"no {name} in {directory} (expected {meta_path.name} and {weights.name})")
-    tensors, meta = load_weights_with_meta(weights, meta_path)
-    return meta, tensors
-
-
-def build_controller(meta: dict) -> nn.Module:
-    from lam_fast.models.controller import CrossAttentionController, MLPController
-
-    if meta["kind"] == "mlp":
-        return MLPController(meta["action_dim"], meta["latent_dim"], hidden=meta.get("width", 256))
-    if meta["kind"] == "cross":
-        return CrossAttentionController(meta["action_dim"], meta["state_dim"], meta["num_tokens"], meta["latent_dim"],
-                                        width=meta["width"], heads=meta["heads"])
-    raise ValueError(f"unknown controller kind {meta['kind']!r} (mlp or cross)")
-
-
-def load_controller(directory: str | Path, device="cpu") -> tuple[nn.Module, dict]:
-    meta, state = _load_pair(directory, "controller")
-    controller = build_controller(meta)
-    controller.load_state_dict(state)
-    return controller.to(device).eval(), meta
-
-
-def load_action_model(directory: str | Path, device="cpu"):
-    """(ActionConditionedWorldModel, frozen encoder, meta) from ``lam-fast train-action-model --out DIR``."""
-    from lam_fast.models import ActionConditionedWorldModel, ModelConfig
-    from lam_fast.models.encoders import build_encoder
-
-    meta, state = _load_pair(directory, "action_model")
-    encoder = build_encoder(meta["encoder"], meta["image_size"], **meta["encoder_options"]).to(device)
-    cfg = ModelConfig(reg="deterministic", preset=meta["preset"], residual=meta["residual"])
-    model = ActionConditionedWorldModel(cfg, state_dim=encoder.dim, grid=encoder.grid, action_dim=meta["action_dim"])
-    model.load_state_dict(state)
-    return model.to(device).eval(), encoder, meta
+def _windows(length: int, span: int) -> list[int]:
+    """Start indices of non-overlapping windows of ``span`` transitions in an episode of ``length`` states."""
+    return list(range(0, length - span, span))
 
 
 # ----------------------------------------------------------------------------- controller
-
-@torch.no_grad()
-def controller_dataset(model, states: list[torch.Tensor], actions: list[torch.Tensor]):
-    """(actions (M, A), s_t (M, N, C), IDM z_t (M, Z)) over every transition of the episodes."""
-    a, s, z = [], [], []
-    for st, ac in zip(states, actions):
-        a.append(ac)
-        s.append(st[:-1])
-        z.append(model.infer_actions(st[None])[0])
-    return torch.cat(a), torch.cat(s), torch.cat(z)
 
 
 @torch.no_grad()
 def controlled_rollout(model, context: torch.Tensor, actions: torch.Tensor, controller) -> torch.Tensor:
     """context (B, 1, N, C), actions (B, H, A) -> imagined states (B, H, N, C) with
-    ``s_hat_{i+1} = p(s_hat_{0:i}, c(a_i, s_hat_i))`` (KV-cached, one frame per step)."""
+    ``s_hat_{i+1} = p(s_hat_{0:i}, c(a_i, s_hat_i))`` (KV-cached, one frame per step): the explicit
+    loop the planners' batched rollouts are checked against."""
     cache = model.predictor.new_cache(max_frames=actions.shape[1])
     x, out = context, []
     for i in range(actions.shape[1]):
@@ -167,11 +110,6 @@ def controlled_rollout(model, context: torch.Tensor, actions: torch.Tensor, cont
         x = model.predictor(x, z[:, None], cache)
         out.append(x)
     return torch.cat(out, dim=1)
-
-
-def _windows(length: int, span: int) -> list[int]:
-    """Start indices of non-overlapping windows of ``span`` transitions in an episode of ``length`` states."""
-    return list(range(0, length - span, span))
 
 
 @torch.no_grad()
@@ -198,51 +136,19 @@ def controller_rollout_errors(model, controller, states: list[torch.Tensor], act
             "rollout_steps": steps, "windows": int(idm.numel())}
 
 
+@torch.no_grad()
+def controller_latent_fit(controller, actions: torch.Tensor, states: torch.Tensor | None,
+                          targets: torch.Tensor) -> dict:
+    """How well the controller's latents match the IDM's on held-out transitions: mean squared L2
+    error, the targets' variance (mean squared distance to their mean) and R² = 1 - error / variance."""
+    pred = controller(actions, states)
+    latent_l2 = (pred - targets).pow(2).sum(1).mean().item()
+    latent_var = (targets - targets.mean(0)).pow(2).sum(1).mean().item()
+    return {"heldout_latent_l2": latent_l2, "heldout_latent_variance": latent_var,
+            "heldout_r2": 1.0 - latent_l2 / max(latent_var, 1e-12)}
+
+
 # ----------------------------------------------------------------------------- action-conditioned baseline
-
-@dataclass(frozen=True)
-class ActionModelTraining:
-    steps: int = 1000
-    batch_size: int = 8
-    num_frames: int = 8
-    lr: float = 6.25e-4
-    weight_decay: float = 0.04
-    warmup_frac: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.num_frames < 2 or self.lr <= 0 or not 0 <= self.warmup_frac < 1:
-            raise ValueError(f"invalid action-model training settings: {self}")
-
-
-def train_action_model(model, states: list[torch.Tensor], actions: list[torch.Tensor],
-                       settings: ActionModelTraining = ActionModelTraining()) -> list[float]:
-    """Teacher-forced L1 on random windows of ``num_frames`` states (AdamW, warm-up + cosine)."""
-    from lam_fast.training.optim import warmup_cosine
-
-    frames = min(settings.num_frames, min(s.shape[0] for s in states))
-    if frames < 2:
-        raise ValueError("episodes must have at least 2 states")
-    windows = [(e, t) for e, s in enumerate(states) for t in range(s.shape[0] - frames + 1)]
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.steps, settings.warmup_frac))
-    g = torch.Generator().manual_seed(settings.seed)
-    losses = []
-    model.train()
-    for _ in range(settings.steps):
-        pick = torch.randint(len(windows), (settings.batch_size,), generator=g).tolist()
-        s = torch.stack([states[windows[i][0]][windows[i][1] : windows[i][1] + frames] for i in pick])
-        a = torch.stack([actions[windows[i][0]][windows[i][1] : windows[i][1] + frames - 1] for i in pick])
-        out = model(s, a)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(out["loss"].item())
-    model.eval()
-    return losses
 
 
 @torch.no_grad()
@@ -258,6 +164,7 @@ def one_step_error(model, states: list[torch.Tensor], actions: list[torch.Tensor
 
 
 # ----------------------------------------------------------------------------- planning
+
 
 @dataclass(frozen=True)
 class PlanSettings:
@@ -286,8 +193,6 @@ class PlanSettings:
         return self.horizon * self.hold
 
     def optimizer_config(self):
-        from lam_fast.planning import CEMConfig, MPPIConfig
-
         if self.method == "cem":
             return CEMConfig(samples=self.samples, elites=self.elites, iterations=self.iterations, horizon=self.horizon)
         return MPPIConfig(samples=self.samples, iterations=self.iterations, horizon=self.horizon,
@@ -306,35 +211,46 @@ def planning_problems(episodes: list, span: int, limit: int) -> list[tuple[int, 
     return problems[:limit]
 
 
-def _expand_plan(u: torch.Tensor, hold: int) -> torch.Tensor:
-    """(B, H, A) planned steps -> (B, H * hold, A) executed actions."""
-    return u.repeat_interleave(hold, dim=1)
+def _reacher_metrics(planned: torch.Tensor, true_actions: torch.Tensor, true_poses: torch.Tensor) -> dict:
+    d = delta_action_l1(planned, true_actions)
+    q_end = true_poses[:, 0, 2:4].clone()
+    wrist = reacher_wrist_range()
+    for step in range(planned.shape[1]):  # the simulator clips the wrist to its range after every step
+        q_end = q_end + planned[:, step]
+        if wrist is not None:
+            q_end[:, 1] = q_end[:, 1].clamp(*wrist)
+    ee = (reacher_end_effector(q_end) - true_poses[:, -1, :2]).norm(dim=-1)
+    return {"delta_actions": d.mean().item(), "end_effector_error": ee.mean().item(),
+            "per_problem": {"delta_actions": d.tolist(), "end_effector_error": ee.tolist()},
+            "units": {"delta_actions": "rad (joint-angle deltas)", "end_effector_error": "m"}}
+
+
+def _nav_metrics(planned: torch.Tensor, true_poses: torch.Tensor) -> dict:
+    traj = integrate_nav(true_poses[:, 0], planned)  # (P, span + 1, 3)
+    a, r = ate(traj[..., :2], true_poses[..., :2]), rpe(traj[..., :2], true_poses[..., :2])
+    return {"ate": a.mean().item(), "rpe": r.mean().item(), "per_problem": {"ate": a.tolist(), "rpe": r.tolist()},
+            "units": {"ate": "m", "rpe": "m"}}
 
 
 def plan_metrics(task: str, info, episodes: list, problems: list[tuple[int, int]], planned: torch.Tensor) -> dict:
     """Task metrics of real-action plans ``planned`` (P, span, A) against the recorded episodes."""
-    from lam_fast.data import sim
-    from lam_fast.eval.metrics import ate, delta_xyz, rpe
-
+    if task not in ("reacher", "nav"):
+        raise ValueError(f"unknown task {task!r}")
     span = planned.shape[1]
     true_actions = torch.stack([torch.as_tensor(episodes[e].actions[t : t + span]) for e, t in problems]).float()
     true_poses = torch.stack([torch.as_tensor(episodes[e].poses[t : t + span + 1]) for e, t in problems]).float()
     if task == "reacher":
-        d = delta_xyz(planned, true_actions)
-        q_end = true_poses[:, 0, 2:4].clone()
-        for step in range(span):  # the simulator clips the wrist to its range after every step
-            q_end = q_end + planned[:, step]
-            q_end[:, 1] = q_end[:, 1].clamp(-REACHER_WRIST_LIMIT, REACHER_WRIST_LIMIT)
-        ee = (sim.reacher_end_effector(q_end) - true_poses[:, -1, :2]).norm(dim=-1)
-        return {"delta_actions": d.mean().item(), "end_effector_error": ee.mean().item(),
-                "per_problem": {"delta_actions": d.tolist(), "end_effector_error": ee.tolist()},
-                "units": {"delta_actions": "rad (joint-angle deltas)", "end_effector_error": "m"}}
-    if task == "nav":
-        traj = sim.integrate_nav(true_poses[:, 0], planned)  # (P, span + 1, 3)
-        a, r = ate(traj[..., :2], true_poses[..., :2]), rpe(traj[..., :2], true_poses[..., :2])
-        return {"ate": a.mean().item(), "rpe": r.mean().item(), "per_problem": {"ate": a.tolist(), "rpe": r.tolist()},
-                "units": {"ate": "m", "rpe": "m"}}
-    raise ValueError(f"unknown task {task!r}")
+        return _reacher_metrics(planned, true_actions, true_poses)
+    return _nav_metrics(planned, true_poses)
+
+
+def _check_policy(policy: str, model, encoder, controller) -> None:
+    if policy not in ("latent", "action", "random"):
+        raise ValueError(f"policy must be latent, action or random, got {policy!r}")
+    if policy == "latent" and controller is None:
+        raise ValueError("the latent policy needs a controller (lam-fast train-controller)")
+    if policy != "random" and (model is None or encoder is None):
+        raise ValueError(f"the {policy} policy needs a model and its encoder")
 
 
 def plan(policy: str, task: str, info, episodes: list, settings: PlanSettings, *, model=None, encoder=None,
@@ -344,14 +260,7 @@ def plan(policy: str, task: str, info, episodes: list, settings: PlanSettings, *
     policy "latent": ``model`` is a LatentActionWorldModel and ``controller`` maps actions to its
     latents; "action": ``model`` is an ActionConditionedWorldModel; "random": no model.
     """
-    from lam_fast.planning.latent import plan_actions
-
-    if policy not in ("latent", "action", "random"):
-        raise ValueError(f"policy must be latent, action or random, got {policy!r}")
-    if policy == "latent" and controller is None:
-        raise ValueError("the latent policy needs a controller (lam-fast train-controller)")
-    if policy != "random" and (model is None or encoder is None):
-        raise ValueError(f"the {policy} policy needs a model and its encoder")
+    _check_policy(policy, model, encoder, controller)
     problems = planning_problems(episodes, settings.span, settings.problems)
     a_dim = len(info.action_names)
     g = torch.Generator(device=device).manual_seed(settings.seed)
@@ -372,7 +281,7 @@ def plan(policy: str, task: str, info, episodes: list, settings: PlanSettings, *
                                   config=settings.optimizer_config(), use_cache=use_cache, generator=g)
             u = result.best
             costs.append(result.best_cost)
-        plans.append(_expand_plan(u, settings.hold))
+        plans.append(u.repeat_interleave(settings.hold, dim=1))  # (B, H, A) planned -> (B, H * hold, A) executed
     planned = denormalise_actions(torch.cat(plans).cpu(), info)
     out = {"task": task, "policy": policy, "method": settings.method if policy != "random" else "uniform",
            "episodes": len({e for e, _ in problems}), "problems": len(problems), "samples": settings.samples,

@@ -1,5 +1,6 @@
-"""Controlled rollouts, the action-conditioned baseline and action planning (lam_fast.planning.sim)
-on tiny hand-built models and data; the sim-task commands end to end are in test_sim_commands.py."""
+"""The sim protocols (lam_fast.eval.sim_planning): controlled rollouts, the action-conditioned
+baseline, action planning, the split and the problems, on tiny hand-built models and data; the
+sim-task commands end to end are in test_sim_commands.py."""
 
 from types import SimpleNamespace
 
@@ -10,22 +11,18 @@ import torch
 from lam_fast.models import ActionConditionedWorldModel, CrossAttentionController, LatentActionWorldModel, ModelConfig
 from lam_fast.planning import CEMConfig
 from lam_fast.planning.latent import LatentRollout, plan_actions
-from lam_fast.planning.sim import (
-    ActionModelTraining,
+from lam_fast.eval.sim_planning import (
     PlanSettings,
     controlled_rollout,
-    denormalise_actions,
-    load_controller,
-    normalise_actions,
+    controller_latent_fit,
     one_step_error,
     planning_problems,
-    save_module,
     split_episodes,
-    train_action_model,
 )
+from lam_fast.training.action_model import ActionModelTraining, train_action_model
+from lam_fast.training.fitted import load_controller, save_module
 
 GRID, DIM, LATENT, ACT = (2, 2), 6, 4, 2
-INFO = SimpleNamespace(name="toy", action_names=("a", "b"), action_low=(-0.5, 0.0), action_high=(0.5, 2.0))
 
 
 def _perturb(model, seed, scale=0.1):
@@ -105,14 +102,6 @@ def test_action_planning_reaches_a_goal_the_model_can_reach(method):
     assert (reached < 0.5 * still).all(), (reached, still)
 
 
-def test_action_normalisation_round_trips_and_clamps():
-    a = torch.tensor([[-0.5, 0.0], [0.5, 2.0], [0.0, 1.0]])
-    u = normalise_actions(a, INFO)
-    torch.testing.assert_close(u, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
-    torch.testing.assert_close(denormalise_actions(u, INFO), a)
-    torch.testing.assert_close(denormalise_actions(torch.tensor([[3.0, -3.0]]), INFO), torch.tensor([[0.5, 0.0]]))
-
-
 def test_split_and_problems():
     eps = [SimpleNamespace(frames=np.zeros((t, 1, 1, 3))) for t in (10, 10, 7, 10)]
     train, held = split_episodes(eps, 0.25)
@@ -166,3 +155,14 @@ def test_plan_settings_validate():
         PlanSettings(samples=5, elites=6)
     with pytest.raises(ValueError, match="method"):
         PlanSettings(method="grad")
+
+
+def test_controller_latent_fit_r2():
+    """R² is 1 for a controller that returns the targets, 0 for one that returns their mean."""
+    targets = torch.randn(50, LATENT, generator=torch.Generator().manual_seed(3))
+    actions = torch.randn(50, ACT)
+    exact = controller_latent_fit(lambda a, s: targets, actions, None, targets)
+    mean = controller_latent_fit(lambda a, s: targets.mean(0).expand_as(targets), actions, None, targets)
+    assert exact["heldout_latent_l2"] == 0 and exact["heldout_r2"] == 1
+    assert mean["heldout_r2"] == pytest.approx(0.0, abs=1e-6)
+    assert mean["heldout_latent_variance"] == pytest.approx(mean["heldout_latent_l2"])
