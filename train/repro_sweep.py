@@ -199,8 +199,10 @@ def once(runner: Runner, args, target: Path, *cmd, training: bool = True, key: d
         shutil.rmtree(target)  # forced, or built for another key: rebuild from nothing
     runner.lam(*cmd)
     if not runner.dry_run:
+        from lam_fast.io import write_json_atomic
+
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"cmd": shlex.join(map(str, cmd)), "key": key}) + "\n")
+        write_json_atomic(marker, {"cmd": shlex.join(map(str, cmd)), "key": key}, indent=None)
 
 
 def _marker(out: Path, target: Path) -> Path:
@@ -266,6 +268,7 @@ def stage_planning(runner: Runner, args) -> None:
 
 
 def _read(path: Path):
+    """A bookkeeping JSON object of the sweep (a marker, the durations), or None."""
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -273,33 +276,53 @@ def _read(path: Path):
     return result if isinstance(result, dict) else None
 
 
+def _result(path: Path, protocol: str):
+    """The result record in ``path`` (``lam_fast.eval.results``) when it is one of ``protocol``;
+    None when there is no file. A file that does not read as that kind is reported and left out."""
+    from lam_fast.eval.results import read_result
+
+    if not path.is_file():
+        return None
+    try:
+        result = read_result(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        print(f"repro_sweep: skipped {path}: {type(error).__name__}: {error}")
+        return None
+    if result.protocol != protocol:
+        print(f"repro_sweep: skipped {path}: a {result.protocol} result, expected {protocol}")
+        return None
+    return result
+
+
 def collect(out: Path) -> dict:
-    """The results of both stages found under ``out``, shaped for :func:`render_tables`."""
+    """The results of both stages found under ``out`` (result records), shaped for :func:`render_tables`."""
     results: dict = {"leakage": {}, "transfer": {}, "capacity": None, "planning": {}, "controller": {}, "knobs": {}}
     for name, reg, knobs, level in TABLE_RUNS:
         if level is None:
             continue
         results["knobs"][(reg, level)] = next(iter(knobs.values()))
         for protocol in ("leakage", "transfer"):
-            r = _read(out / name / "eval" / f"{protocol}.json")
+            r = _result(out / name / "eval" / f"{protocol}.json", protocol)
             if r is not None:
                 results[protocol].setdefault(reg, {})[level] = r
-    results["capacity"] = _read(out / "deterministic" / "eval" / "capacity.json")
+    results["capacity"] = _result(out / "deterministic" / "eval" / "capacity.json", "capacity")
     for task in TASKS:
         run = out / f"{task}_sparse"
         for policy in POLICIES:
-            r = _read(run / "eval" / f"plan_{policy}.json")
+            r = _result(run / "eval" / f"plan_{policy}.json", "plan")
             if r is not None:
                 results["planning"].setdefault(task, {})[policy] = r
         for name in ("controller", "controller_mlp"):
-            r = _read(run / "eval" / f"{name}.json")
+            r = _result(run / "eval" / f"{name}.json", "controller")
             if r is not None:
-                results["controller"].setdefault(task, {})[r.get("kind", name)] = r
+                results["controller"].setdefault(task, {})[r.kind] = r
     return results
 
 
 def _num(value, spec: str = ".3f") -> str:
-    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    from lam_fast.eval.report import format_number
+
+    return format_number(value, spec)
 
 
 def _cell(before, after, ratio) -> str:
@@ -314,16 +337,18 @@ def _paper_cell(numbers) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    from lam_fast.eval.report import markdown_table
+
+    return markdown_table(header, rows)
 
 
-def _protocol_table(results: dict, protocol: str, changed: str, paper: dict) -> list[str]:
+def _protocol_table(results: dict, protocol: str, paper: dict) -> list[str]:
     rows = []
     for reg in LATENT_REGS:
         cells = []
         for level in LEVELS:
             r = results[protocol].get(reg, {}).get(level)
-            cells.append("-" if r is None else _cell(r.get("error_original"), r.get(changed), r.get("ratio")))
+            cells.append("-" if r is None else _cell(r.error_original, r.error_changed_or_transferred, r.ratio))
             cells.append(_paper_cell(paper[(reg, level)]))
         knobs = results.get("knobs", {})
         label = reg
@@ -343,23 +368,21 @@ def render_tables(results: dict, durations: dict | None = None, meta: dict | Non
     lines += ["Our errors: mean L1 in the pixels encoder's state space (tiny preset, few steps, real sample clips); "
               "the paper's: LPIPS of decoded frames after full training. Compare ratios and orderings, not values.",
               "", "## Table 1: future leakage (error without cut -> with cut (ratio))", ""]
-    lines += _protocol_table(results, "leakage", "error_changed", PAPER_LEAKAGE)
+    lines += _protocol_table(results, "leakage", PAPER_LEAKAGE)
     lines += ["", "A ratio near 1 would mean z carries the next frame; the paper measures 2.0-2.5.", "",
               "## Table 2: transfer (error with own latents -> cycled latents (ratio))", ""]
-    lines += _protocol_table(results, "transfer", "error_transferred", PAPER_TRANSFER)
+    lines += _protocol_table(results, "transfer", PAPER_TRANSFER)
     lines += ["", "The paper (Kinetics, 2 s rollouts): 1.03-1.34, higher capacity transfers worse.", "",
               "## Capacity (one-step teacher-forced error with IDM latents)", ""]
     capacity = results.get("capacity")
     if capacity:
-        base = capacity.get("baseline", {})
-        rows = [[f"`{base.get('run', 'deterministic')}`", "deterministic", "-", "-", _num(base.get("error"), ".4f"), "1"]]
-        for r in capacity.get("runs", []):
-            value = r.get("knob_value")
-            rows.append([f"`{r.get('run', '-')}`", str(r.get("reg", "-")), str(r.get("capacity_knob") or "-"),
-                         f"{value:g}" if isinstance(value, (int, float)) else "-", _num(r.get("error"), ".4f"),
-                         _num(r.get("rel_to_baseline"), ".3f")])
+        base = capacity.baseline
+        rows = [[f"`{base.run}`", "deterministic", "-", "-", _num(base.error, ".4f"), "1"]]
+        for r in capacity.runs:
+            rows.append([f"`{r.run}`", r.reg, r.capacity_knob or "-", _num(r.knob_value, "g"), _num(r.error, ".4f"),
+                         _num(r.rel_to_baseline, ".3f")])
         lines += _table(["run", "regulariser", "knob", "value", "error", "error / baseline"], rows)
-        lines += ["", f"{capacity.get('clips', '?')} clips. Larger lambda_l1 or beta = lower capacity, larger "
+        lines += ["", f"{capacity.clips} clips. Larger lambda_l1 or beta = lower capacity, larger "
                   "codebook = higher capacity."]
     else:
         lines += ["(no capacity results yet: run stage tables)"]
@@ -370,29 +393,26 @@ def render_tables(results: dict, durations: dict | None = None, meta: dict | Non
     for task in TASKS:
         by_kind = results.get("controller", {}).get(task) or {"cross": None}
         for kind, r in sorted(by_kind.items()):
-            rows.append([task, kind if r is None else str(r.get("kind", kind)),
-                         "-" if r is None else _cell(r.get("rollout_error_idm"), r.get("rollout_error_controller"),
-                                                     r.get("ratio")),
-                         "-" if r is None else _num(r.get("heldout_r2")),
+            rows.append([task, kind,
+                         "-" if r is None else _cell(r.rollout_error_idm, r.rollout_error_controller, r.ratio),
+                         "-" if r is None else _num(r.heldout_r2),
                          PAPER_CONTROLLER[task] if kind == "cross" else "MLP on actions only: collapses to 'no movement'"])
     lines += _table(["task", "controller", "ours", "held-out latent R²", "paper"], rows)
     lines += ["", "## Planning: reacher (Δ actions: mean L1 between summed planned and summed true actions)", ""]
     rows = []
     for policy in POLICIES:
         r = results.get("planning", {}).get("reacher", {}).get(policy)
-        rows.append([POLICY_LABELS[policy], "-" if r is None else str(r.get("method", "-")),
-                     "-" if r is None else str(r.get("episodes", "-")),
-                     "-" if r is None else _num(r.get("delta_actions")),
-                     "-" if r is None else _num(r.get("end_effector_error")), PAPER_PLANNING["reacher"][policy]])
+        rows.append([POLICY_LABELS[policy], "-" if r is None else r.method, "-" if r is None else str(r.episodes),
+                     "-" if r is None else _num(r.delta_actions),
+                     "-" if r is None else _num(r.end_effector_error), PAPER_PLANNING["reacher"][policy]])
     lines += _table(["policy", "method", "episodes", "Δ actions (ours)", "end-effector error (ours, m)",
                      "paper (DROID Δxyz, m)"], rows)
     lines += ["", "## Planning: nav (ATE / RPE)", ""]
     rows = []
     for policy in POLICIES:
         r = results.get("planning", {}).get("nav", {}).get(policy)
-        rows.append([POLICY_LABELS[policy], "-" if r is None else str(r.get("method", "-")),
-                     "-" if r is None else str(r.get("episodes", "-")),
-                     "-" if r is None else _num(r.get("ate")), "-" if r is None else _num(r.get("rpe")),
+        rows.append([POLICY_LABELS[policy], "-" if r is None else r.method, "-" if r is None else str(r.episodes),
+                     "-" if r is None else _num(r.ate), "-" if r is None else _num(r.rpe),
                      PAPER_PLANNING["nav"][policy]])
     lines += _table(["policy", "method", "episodes", "ATE (ours)", "RPE (ours)", "paper (RECON ATE/RPE)"], rows)
     lines += ["", "## Durations", ""]
@@ -463,8 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             durations[stage] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "skip_train": args.skip_train, "steps": args.steps}
+            from lam_fast.io import write_json_atomic
+
             args.out.mkdir(parents=True, exist_ok=True)
-            durations_path.write_text(json.dumps(durations, indent=2) + "\n")
+            write_json_atomic(durations_path, durations, indent=2)
     if args.dry_run:
         return 0
     runs = [args.out / name for name, *_ in TABLE_RUNS] + [args.out / f"{task}_sparse" for task in TASKS]
@@ -472,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     if runs:
         runner.lam("report", *runs, "--out", args.out / "report.md")
     meta = {"steps": args.steps, "data": args.data, "clips": args.clips, "preset": "tiny", "encoder": "pixels"}
-    (args.out / "tables.md").write_text(render_tables(collect(args.out), durations, meta))
+    from lam_fast.io import write_text_atomic
+
+    write_text_atomic(args.out / "tables.md", render_tables(collect(args.out), durations, meta))
     print(f"repro_sweep: wrote {args.out / 'tables.md'}")
     return 0
 

@@ -5,18 +5,24 @@
 * :func:`leakage_figure`: per-clip error without / with the artificial scene cut, and their ratio
   (``lam-fast eval leakage``).
 * :func:`transfer_figure`: three rows of frames: source clip A, target clip B, and B driven by A's
-  latent actions (``lam-fast eval transfer``, with frames decoded from states).
+  latent actions; :func:`transfer_figure_from_states` decodes those frames from states first
+  (``lam-fast eval transfer``).
 
-Every function takes the protocol's result (or frames) and an output path, writes one PNG and
-returns the path. matplotlib is imported lazily (it is in the ``plot`` extra).
+Every function takes the protocol's result record (:mod:`lam_fast.eval.results`) or frames and an
+output path, writes one PNG and returns the path; :func:`figure_or_reason` runs one so that a
+figure that cannot be drawn costs only the figure. matplotlib is imported lazily (it is in the
+``plot`` extra).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from lam_fast.eval.results import CapacityResult, CapacityRun, LeakageResult
 
 #: per knob: axis label, log scale, reverse the axis so that capacity grows to the right
 _KNOB_AXES = {
@@ -45,33 +51,32 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def capacity_figure(result: dict, path: str | Path) -> Path:
+def capacity_figure(result: CapacityResult, path: str | Path) -> Path:
     """Error per run against its capacity knob, grouped by regulariser (one log-x panel each, the
     lambda_l1 and beta axes reversed so that capacity grows to the right in every panel), with
     the deterministic baseline as a horizontal line. Runs without a knob (``none``) are a dashed
-    line. ``result``: the JSON of ``lam-fast eval capacity`` (or :func:`protocols.capacity`)."""
+    line. ``result``: the record of ``lam-fast eval capacity``."""
     plt = _pyplot()
-    runs = result.get("runs", [])
-    with_knob: dict[str, list[dict]] = {}
+    with_knob: dict[str, list[CapacityRun]] = {}
     without_knob = []
-    for run in runs:
-        if run.get("capacity_knob") and run.get("knob_value") is not None:
-            with_knob.setdefault(run["reg"], []).append(run)
+    for run in result.runs:
+        if run.capacity_knob and run.knob_value is not None:
+            with_knob.setdefault(run.reg, []).append(run)
         else:
             without_knob.append(run)
     regs = sorted(with_knob, key=lambda r: list(_REG_COLORS).index(r) if r in _REG_COLORS else 99) or ["(no runs)"]
     fig, axes = plt.subplots(1, len(regs), figsize=(4.2 * len(regs), 3.6), sharey=True, squeeze=False)
-    baseline = result.get("baseline", {}).get("error")
+    baseline = result.baseline.error
     for ax, reg in zip(axes[0], regs):
-        group = sorted(with_knob.get(reg, []), key=lambda r: r["knob_value"])
+        group = sorted(with_knob.get(reg, []), key=lambda r: r.knob_value)
         if group:
-            knob = group[0]["capacity_knob"]
+            knob = group[0].capacity_knob
             label, log, reverse = _KNOB_AXES.get(knob, (knob, True, False))
-            xs = [r["knob_value"] for r in group]
-            ax.plot(xs, [r["error"] for r in group], "o-", color=_REG_COLORS.get(reg, "tab:gray"), label=reg)
+            xs = [r.knob_value for r in group]
+            ax.plot(xs, [r.error for r in group], "o-", color=_REG_COLORS.get(reg, "tab:gray"), label=reg)
             for r in group:
-                ax.annotate(f"x{r['rel_to_baseline']:.2f}" if r.get("rel_to_baseline") is not None else "",
-                            (r["knob_value"], r["error"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(f"x{r.rel_to_baseline:.2f}", (r.knob_value, r.error), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
             if log and min(xs) > 0:
                 ax.set_xscale("log")
             from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -88,25 +93,24 @@ def capacity_figure(result: dict, path: str | Path) -> Path:
                 ax.invert_xaxis()
             ax.set_xlabel(label, fontsize=8)
         ax.set_title(reg)
-        if baseline is not None:
-            ax.axhline(baseline, color="black", linestyle="-", linewidth=1, label="deterministic baseline")
+        ax.axhline(baseline, color="black", linestyle="-", linewidth=1, label="deterministic baseline")
         for run in without_knob:
-            ax.axhline(run["error"], color=_REG_COLORS.get(run.get("reg"), "tab:gray"), linestyle="--",
-                       linewidth=1, label=f"{run.get('reg')} (no knob)")
+            ax.axhline(run.error, color=_REG_COLORS.get(run.reg, "tab:gray"), linestyle="--",
+                       linewidth=1, label=f"{run.reg} (no knob)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"one-step error\n({result.get('metric', 'mean L1 in state space')})", fontsize=8)
-    fig.suptitle(f"capacity: one-step error with IDM latents, {result.get('clips', '?')} clips (lower = more capacity)",
+    axes[0][0].set_ylabel(f"one-step error\n({result.metric})", fontsize=8)
+    fig.suptitle(f"capacity: one-step error with IDM latents, {result.clips} clips (lower = more capacity)",
                  fontsize=9)
     return _save(fig, path)
 
 
-def leakage_figure(result: dict, path: str | Path) -> Path:
+def leakage_figure(result: LeakageResult, path: str | Path) -> Path:
     """Per-clip error of the frame after the cut without / with the cut (grouped bars), and the
     per-clip ratio (near 1 = z carries the next frame; the paper measures 2-2.5).
-    ``result``: the JSON of ``lam-fast eval leakage`` (or :func:`protocols.leakage`)."""
+    ``result``: the record of ``lam-fast eval leakage``."""
     plt = _pyplot()
-    per_clip = result["per_clip"]
+    per_clip = result.per_clip
     original = np.asarray(per_clip["error_original"], dtype=float)
     changed = np.asarray(per_clip["error_changed"], dtype=float)
     x = np.arange(len(original))
@@ -114,22 +118,21 @@ def leakage_figure(result: dict, path: str | Path) -> Path:
     left.bar(x - 0.2, original, width=0.4, label="without cut")
     left.bar(x + 0.2, changed, width=0.4, label="with cut")
     left.set_xlabel("clip")
-    left.set_ylabel(result.get("metric", "error"), fontsize=8)
+    left.set_ylabel(result.metric, fontsize=8)
     left.set_xticks(x)
-    left.set_title(f"error after the cut (frame {result.get('cut', '?')})", fontsize=9)
+    left.set_title(f"error after the cut (frame {result.cut})", fontsize=9)
     left.legend(fontsize=7)
     ratios = changed / np.maximum(original, 1e-12)
     right.bar(x, ratios, color="tab:red")
     right.axhline(1.0, color="black", linewidth=1, linestyle="--", label="1: leakage")
-    if "ratio" in result:
-        right.axhline(result["ratio"], color="tab:red", linewidth=1, label=f"ratio of the means {result['ratio']:.2f}")
+    right.axhline(result.ratio, color="tab:red", linewidth=1, label=f"ratio of the means {result.ratio:.2f}")
     right.axhspan(2.0, 2.5, color="tab:green", alpha=0.15, label="paper: 2-2.5")
     right.set_xlabel("clip")
     right.set_xticks(x)
     right.set_ylabel("with cut / without")
     right.set_title("ratio", fontsize=9)
     right.legend(fontsize=7)
-    fig.suptitle(f"future leakage ({result.get('reg', '')} {result.get('ckpt', '')})".strip(), fontsize=9)
+    fig.suptitle(f"future leakage ({result.reg} {result.ckpt})", fontsize=9)
     return _save(fig, path)
 
 
@@ -171,3 +174,36 @@ def transfer_figure(source, target, transferred, path: str | Path, *,
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return _save(fig, path)
+
+
+def transfer_figure_from_states(run: str, encoder, states: torch.Tensor, imagined: torch.Tensor,
+                                targets: list[int], names: list[str], path: str | Path
+                                ) -> tuple[str | None, str | None]:
+    """The :func:`transfer_figure` of a transfer evaluation: clip 0 (A), its target B and B driven
+    by A's latents (``imagined``), decoded from states by the run's decoder or the encoder's exact
+    inverse. ``(path, None)``, or ``(None, why not)`` when the states cannot be decoded (a
+    non-pixel encoder without a trained decoder) or the figure cannot be drawn."""
+    from lam_fast.models.decoder import decode_to_pixels, load_decoder
+
+    b = targets[0]
+    rows = torch.stack([states[0], states[b], torch.cat([states[b, :1], imagined[0]])])
+    try:
+        with torch.no_grad():
+            pixels = decode_to_pixels(rows, encoder, decoder=load_decoder(run, rows.device))
+    except ValueError as error:  # a non-pixel encoder without a trained decoder
+        return None, f"cannot decode states to pixels: {error}"
+    titles = (f"A: clip 0\n{Path(names[0]).name}", f"B: clip {b}\n{Path(names[b]).name}",
+              "B driven by\nA's latents")
+    return figure_or_reason(lambda out: transfer_figure(pixels[0], pixels[1], pixels[2], out, titles=titles,
+                                                        suptitle=f"latent action transfer ({run})"), path)
+
+
+def figure_or_reason(draw: Callable[..., Path], *args) -> tuple[str | None, str | None]:
+    """Run a figure function: ``(path, None)``, or ``(None, why not)`` when it fails (matplotlib
+    missing, ...): a figure never costs the numbers, which are written either way."""
+    try:
+        return str(draw(*args)), None
+    except ImportError as error:
+        return None, f"matplotlib unavailable: {error}"
+    except Exception as error:  # noqa: BLE001 - reported in the JSON and on the console
+        return None, f"figure failed: {type(error).__name__}: {error}"

@@ -6,7 +6,8 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from lam_fast.eval.figures import capacity_figure, leakage_figure, transfer_figure  # noqa: E402
+from lam_fast.eval.figures import capacity_figure, figure_or_reason, leakage_figure, transfer_figure  # noqa: E402
+from lam_fast.eval.results import CapacityResult, LeakageResult  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -21,31 +22,38 @@ def _check_png(path):
     return image
 
 
-def test_capacity_figure(tmp_path):
-    result = {
-        "protocol": "capacity", "clips": 4, "metric": "mean L1",
-        "baseline": {"run": "runs/det", "error": 0.30},
-        "runs": [
-            {"run": "a", "reg": "sparse", "capacity_knob": "lambda_l1", "knob_value": 0.2, "error": 0.25, "rel_to_baseline": 0.83},
-            {"run": "b", "reg": "sparse", "capacity_knob": "lambda_l1", "knob_value": 0.02, "error": 0.2, "rel_to_baseline": 0.67},
-            {"run": "c", "reg": "noisy", "capacity_knob": "beta", "knob_value": 1e-4, "error": 0.21, "rel_to_baseline": 0.7},
-            {"run": "d", "reg": "discrete", "capacity_knob": "codebook_size", "knob_value": 8, "error": 0.29,
-             "rel_to_baseline": 0.97},
-            {"run": "d", "reg": "discrete", "capacity_knob": "codebook_size", "knob_value": 256, "error": 0.28,
-             "rel_to_baseline": 0.93},
-            {"run": "e", "reg": "none", "capacity_knob": None, "knob_value": None, "error": 0.1, "rel_to_baseline": 0.33},
-        ],
-    }
-    path = capacity_figure(result, tmp_path / "sub" / "capacity.png")
+def test_capacity_figure(tmp_path, old_files):
+    data = old_files["capacity.json"]
+    run = data["runs"][0]
+    data["runs"] = [
+        {**run, "run": "a", "knob_value": 0.2, "error": 0.25, "rel_to_baseline": 0.83},
+        {**run, "run": "b", "knob_value": 0.02, "error": 0.2, "rel_to_baseline": 0.67},
+        {**run, "run": "c", "reg": "noisy", "capacity_knob": "beta", "knob_value": 1e-4, "error": 0.21,
+         "rel_to_baseline": 0.7},
+        {**run, "run": "d", "reg": "discrete", "capacity_knob": "codebook_size", "knob_value": 8, "error": 0.29,
+         "rel_to_baseline": 0.97},
+        {**run, "run": "d", "reg": "discrete", "capacity_knob": "codebook_size", "knob_value": 256, "error": 0.28,
+         "rel_to_baseline": 0.93},
+        data["runs"][1],  # no knob: a dashed line
+    ]
+    path = capacity_figure(CapacityResult.from_dict(data), tmp_path / "sub" / "capacity.png")
     assert path == tmp_path / "sub" / "capacity.png"
     _check_png(path)
-    _check_png(capacity_figure({"baseline": {"error": 0.3}, "runs": []}, tmp_path / "empty.png"))
+    _check_png(capacity_figure(CapacityResult.from_dict({**data, "runs": []}), tmp_path / "empty.png"))
 
 
-def test_leakage_figure(tmp_path):
-    result = {"error_original": 0.2, "error_changed": 0.5, "ratio": 2.5, "cut": 3, "reg": "sparse",
-              "per_clip": {"error_original": [0.1, 0.2, 0.3], "error_changed": [0.4, 0.5, 0.6]}}
-    _check_png(leakage_figure(result, tmp_path / "leakage.png"))
+def test_leakage_figure(tmp_path, old_files):
+    data = {**old_files["leakage.json"], "cut": 3,
+            "per_clip": {"error_original": [0.1, 0.2, 0.3], "error_changed": [0.4, 0.5, 0.6]}}
+    _check_png(leakage_figure(LeakageResult.from_dict(data), tmp_path / "leakage.png"))
+
+
+def test_a_figure_that_fails_costs_only_the_figure(tmp_path):
+    def broken(path):
+        raise RuntimeError("no display")
+
+    assert figure_or_reason(broken, tmp_path / "x.png") == (None, "figure failed: RuntimeError: no display")
+    assert figure_or_reason(lambda path: path, tmp_path / "x.png") == (str(tmp_path / "x.png"), None)
 
 
 def test_transfer_figure_takes_uint8_arrays_and_float_tensors(tmp_path):

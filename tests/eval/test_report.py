@@ -1,5 +1,6 @@
-"""`lam-fast report` (markdown + HTML, figures, capacity, planning and controller JSON, malformed files)
-and the table rendering of train/repro_sweep.py (on fabricated results: no training here)."""
+"""`lam-fast report` (markdown + HTML, figures, every result kind classified by content, malformed
+files) and the table rendering of train/repro_sweep.py, on result files as their writers write them
+(tests/eval/conftest.py: no training here)."""
 
 import importlib.util
 import json
@@ -9,50 +10,47 @@ from pathlib import Path
 
 import pytest
 
-from lam_fast.eval.report import main as report_main
-from lam_fast.eval.report import to_html
+from lam_fast.cli.report import main as report_main
+from lam_fast.eval.report import NotARun, summarize_run, to_html
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # only linked, never decoded
 
 
-def _run(tmp_path: Path, name="run") -> Path:
+def _run(tmp_path: Path, old_files, name="run") -> Path:
     run = tmp_path / name
     (run / "eval").mkdir(parents=True)
     (run / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 1.0 / s, "pred/rel_to_copy": 1.0 - s / 10})
                                                  for s in (1, 2, 3)) + "\n")
-    evals = {
-        "leakage.json": {"protocol": "leakage", "error_original": 0.2, "error_changed": 0.5, "ratio": 2.5, "clips": 4},
-        "transfer.json": {"protocol": "transfer", "error_original": 0.3, "error_transferred": 0.36, "ratio": 1.2,
-                          "clips": 4, "figure": None, "figure_reason": "no decoder"},
-        "capacity.json": {"protocol": "capacity", "clips": 4, "metric": "mean L1",
-                          "baseline": {"run": "runs/det", "reg": "deterministic", "error": 0.3},
-                          "runs": [{"run": "runs/sp", "reg": "sparse", "capacity_knob": "lambda_l1", "knob_value": 0.02,
-                                    "error": 0.21, "rel_to_baseline": 0.7}]},
-        "plan_latent.json": {"task": "reacher", "policy": "latent", "method": "cem", "episodes": 8, "delta_actions": 0.42},
-        "plan_random.json": {"task": "nav", "policy": "random", "method": "random", "episodes": 8, "ate": 2.5, "rpe": 0.7},
-        "controller.json": {"kind": "cross_attention", "rollout_error_idm": 0.1, "rollout_error_controller": 0.12,
-                            "ratio": 1.2},
-    }
-    for file, result in evals.items():
+    for file, result in old_files.items():
         (run / "eval" / file).write_text(json.dumps(result))
+    # named like a plan, holds a controller result: classified by content
+    (run / "eval" / "plan_misnamed.json").write_text(json.dumps({**old_files["controller.json"], "kind": "mlp"}))
     (run / "eval" / "broken.json").write_text("{not json")
     (run / "eval" / "list.json").write_text("[1, 2]")
+    (run / "eval" / "unknown_kind.json").write_text(json.dumps({"protocol": "nope", "ratio": 1.0}))
     (run / "eval" / "leakage.png").write_bytes(PNG)
     return run
 
 
-def test_report_renders_markdown_and_html(tmp_path, capsys):
-    run = _run(tmp_path)
+def test_report_renders_markdown_and_html(tmp_path, capsys, old_files):
+    run = _run(tmp_path, old_files)
     out = tmp_path / "out" / "REPORT.md"
     assert report_main([str(run), "--out", str(out)]) == 0
     md, page = out.read_text(), (tmp_path / "out" / "REPORT.html").read_text()
-    assert "| leakage |" in md and "| transfer |" in md and "## Training" in md
+    assert "| leakage | 2 | 0.2 | 0.5 | 2.5 |" in md and "| transfer | 2 | 0.3 | 0.36 | 1.2 |" in md
+    assert "## Training" in md
     assert "## Capacity" in md and "| `runs/sp` | sparse | lambda_l1 | 0.02 | 0.21 | 0.7 |" in md
-    assert "## Planning" in md and "| reacher | latent | cem | 8 | - | 0.42 |" in md and "| nav | random |" in md
-    assert "## Controllers" in md and "cross_attention" in md
+    assert "## Planning" in md and "| plan_latent.json | reacher | latent | cem | 2 | 2 | 0.42 | 0.05 | - | - |" in md
+    assert "| plan_random.json | nav | random | uniform | 2 | 2 | - | - | 2.5 | 0.7 |" in md
+    assert "## Controllers" in md and "| controller.json | reacher | cross | 0.1 | 0.12 | 1.2 | 0.6 |" in md
+    assert "| plan_misnamed.json | reacher | mlp |" in md
+    assert "## Action-conditioned models" in md and "| action_model.json | reacher | 40 | 0.05 | 0.1 | 0.5 | 6 / 2 |" in md
+    assert "## Decoders" in md and "| decoder.json | pixels | 0.08 | 19.5 | 0.61 | - | - | 3 / 1 |" in md
     assert "![leakage](../run/eval/leakage.png)" in md
-    assert "## Skipped files" in md and "`broken.json`" in md and "`list.json`" in md
+    skipped = md.split("## Skipped files")[1]
+    assert "`broken.json`" in skipped and "`list.json`" in skipped and "`unknown_kind.json`" in skipped
+    assert "'nope'" in skipped and "plan_" not in skipped
     assert page.startswith("<!DOCTYPE html>") and '<img src="../run/eval/leakage.png"' in page
     assert "<table>" in page and "<td>reacher</td>" in page and "broken.json" in page
     printed = capsys.readouterr().out
@@ -66,6 +64,13 @@ def test_report_default_output_is_in_the_first_run(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
     assert report_main([str(run)]) == 0
     assert (run / "report.md").is_file() and (run / "report.html").is_file()
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(NotARun, match="no metrics.jsonl"):
+        summarize_run(tmp_path)
+    with pytest.raises(SystemExit, match="report: .*no metrics.jsonl"):
+        report_main([str(tmp_path)])
 
 
 def test_to_html_escapes_text():
@@ -89,24 +94,27 @@ def _write(path: Path, result) -> None:
     path.write_text(json.dumps(result))
 
 
-def test_sweep_tables_from_fabricated_results(sweep, tmp_path):
+def test_sweep_tables_from_fabricated_results(sweep, tmp_path, old_files):
     out = tmp_path / "repro"
-    _write(out / "sparse_low" / "eval" / "leakage.json", {"error_original": 0.1, "error_changed": 0.25, "ratio": 2.5})
+    leak, transfer, capacity = old_files["leakage.json"], old_files["transfer.json"], old_files["capacity.json"]
+    _write(out / "sparse_low" / "eval" / "leakage.json", {**leak, "error_original": 0.1, "error_changed": 0.25})
     _write(out / "noisy_high" / "eval" / "transfer.json",
-           {"error_original": 0.2, "error_transferred": 0.24, "ratio": 1.2})
+           {**transfer, "error_original": 0.2, "error_transferred": 0.24, "ratio": 1.2})
     _write(out / "discrete_high" / "eval" / "leakage.json", "not a dict")
-    _write(out / "deterministic" / "eval" / "capacity.json", {
-        "clips": 3, "baseline": {"run": "det", "error": 0.3},
-        "runs": [{"run": "sp", "reg": "sparse", "capacity_knob": "lambda_l1", "knob_value": 0.2, "error": 0.25,
-                  "rel_to_baseline": 0.8333}]})
+    _write(out / "discrete_low" / "eval" / "leakage.json", transfer)  # the wrong kind: left out
+    capacity["runs"] = [{**capacity["runs"][0], "run": "sp", "knob_value": 0.2, "error": 0.25,
+                         "rel_to_baseline": 0.8333}]
+    _write(out / "deterministic" / "eval" / "capacity.json", {**capacity, "clips": 3})
     _write(out / "reacher_sparse" / "eval" / "plan_latent.json",
-           {"task": "reacher", "policy": "latent", "method": "cem", "episodes": 8, "delta_actions": 0.5})
+           {**old_files["plan_latent.json"], "episodes": 8, "delta_actions": 0.5})
     _write(out / "nav_sparse" / "eval" / "plan_action.json",
-           {"task": "nav", "policy": "action", "method": "cem", "episodes": 8, "ate": 1.5, "rpe": 0.25})
+           {**old_files["plan_random.json"], "policy": "action", "method": "cem", "episodes": 8, "ate": 1.5,
+            "rpe": 0.25})
     _write(out / "nav_sparse" / "eval" / "controller.json",
-           {"kind": "mlp", "rollout_error_idm": 0.2, "rollout_error_controller": 0.3, "ratio": 1.5})
+           {**old_files["controller.json"], "task": "nav", "kind": "mlp", "rollout_error_idm": 0.2,
+            "rollout_error_controller": 0.3, "ratio": 1.5})
     results = sweep.collect(out)
-    assert results["leakage"] == {"sparse": {"low": {"error_original": 0.1, "error_changed": 0.25, "ratio": 2.5}}}
+    assert list(results["leakage"]) == ["sparse"] and results["leakage"]["sparse"]["low"].ratio == 2.5
     text = sweep.render_tables(results, {"tables": {"seconds": 61.2, "finished": "today"}}, {"steps": 5})
     assert "## Table 1" in text and "## Table 2" in text and "steps: 5" in text
     table1 = text.split("## Table 1")[1].split("## Table 2")[0]
@@ -115,9 +123,9 @@ def test_sweep_tables_from_fabricated_results(sweep, tmp_path):
     table2 = text.split("## Table 2")[1]
     assert "| noisy (0.01 / 0.0001) | - | 0.30 -> 0.34 (x1.13) | 0.200 -> 0.240 (x1.20) | 0.20 -> 0.26 (x1.34) |" in table2
     assert "| `sp` | sparse | lambda_l1 | 0.2 | 0.2500 | 0.833 |" in text
-    assert "| latent (sparse + controller) | cem | 8 | 0.500 | - |" in text
+    assert "| latent (sparse + controller) | cem | 8 | 0.500 | 0.050 |" in text
     assert "| action-conditioned | cem | 8 | 1.500 | 0.250 | RECON ATE/RPE: NWM" in text
-    assert "| nav | mlp | 0.200 -> 0.300 (x1.50) | - |" in text
+    assert "| nav | mlp | 0.200 -> 0.300 (x1.50) | 0.600 |" in text
     assert "| tables | 61 s | today |" in text and "| planning | - | - |" in text
     empty = sweep.render_tables(sweep.collect(tmp_path / "nothing"))
     assert "no capacity results yet" in empty and "0.28 -> 0.66 (x2.30)" in empty
