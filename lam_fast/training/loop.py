@@ -130,7 +130,7 @@ class Trainer:
         readable on one rank only would shift every sampler position, silently)."""
         if self.world_size == 1:
             return
-        names = [getattr(v, "path", None) or v["name"] for v in self.dataset.videos]
+        names = [video.path for video in self.dataset.videos]  # VideoRecord: files and cached videos alike
         digest = zlib.crc32("\n".join(names).encode()) & 0xFFFFF  # 20 bits: squares stay exact in float64
         count = len(self.dataset)
         total, squares, digests, digest_squares = self.engine.sum_over_ranks([count, count * count, digest, digest * digest])
