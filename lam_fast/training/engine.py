@@ -9,6 +9,7 @@ LR schedule and gradient clipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -137,6 +138,35 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
     return ds
 
 
+@contextlib.contextmanager
+def declared_muon_tags(deepspeed):
+    """Inside, ``deepspeed.initialize`` splits Muon / AdamW as the model's modules declared
+    (``lam_fast.nn.optim_groups``), not by its own name rule.
+
+    DeepSpeed's ``initialize`` overwrites every parameter's ``use_muon`` tag from the parameter's
+    name (a 2-D weight whose name holds "embed" or "lm_head" goes to Adam) before it builds the
+    optimizer, so tags set beforehand are lost: the predictor's ``cond_embed`` MLP, declared
+    Muon, went to Adam under DeepSpeed while the local engine gave it Muon. Its tagging step
+    (``deepspeed.set_optimizer_flags``, called by ``initialize``) still runs, for what else it
+    records, and is followed by the declared tags. tests/training/test_deepspeed.py checks the
+    optimizer's groups of a DeepSpeed engine against the declarations, so a DeepSpeed release that
+    tags elsewhere fails there.
+    """
+    original = deepspeed.set_optimizer_flags
+
+    def set_flags(config_class, model: nn.Module) -> None:
+        original(config_class, model)
+        groups = optimizer_groups(model)
+        for name, p in model.named_parameters():
+            p.use_muon = groups[name] == MUON
+
+    deepspeed.set_optimizer_flags = set_flags
+    try:
+        yield
+    finally:
+        deepspeed.set_optimizer_flags = original
+
+
 class DeepSpeedEngine:
     name = "deepspeed"
 
@@ -153,16 +183,14 @@ class DeepSpeedEngine:
         self.zero_stage = int(self.config["zero_optimization"].get("stage", 0))
         if self.config["optimizer"].get("type") != "Muon":
             raise ConfigError("lam_fast trains with DeepSpeed's Muon optimizer; the deepspeed config sets another")
-        groups = optimizer_groups(model)
-        for name, p in model.named_parameters():
-            p.use_muon = groups[name] == MUON  # DeepSpeed's Muon reads this tag
         factor = warmup_cosine(cfg.steps, cfg.warmup_frac)
-        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model.to(device),
-            model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=self.config,
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
-        )
+        with declared_muon_tags(deepspeed):
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=model.to(device),
+                model_parameters=[p for p in model.parameters() if p.requires_grad],
+                config=self.config,
+                lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
+            )
         self.module = self.engine.module
 
     def step(self, loss: torch.Tensor) -> float:

@@ -107,3 +107,39 @@ def test_bf16_under_deepspeed(video_folder, tmp_path):
     _ok(_run([sys.executable, RUN, "--engine", "deepspeed", "--precision", "bf16", "--reg", "sparse",
               "--data", str(video_folder), "--steps", "2", "--out", str(out), *SMALL]))
     assert all(v == v for v in _losses(out).values())
+
+
+_GROUPS_SCRIPT = """
+import json, sys, torch
+from lam_fast.models import LatentActionWorldModel, ModelConfig
+from lam_fast.nn import MUON, optimizer_groups
+from lam_fast.training.config import make_config
+from lam_fast.training.engine import DeepSpeedEngine
+
+cfg = make_config(engine="deepspeed", preset="tiny", reg=sys.argv[1], zero_stage=int(sys.argv[2]), steps=4)
+model = LatentActionWorldModel(cfg.model_config(), state_dim=48, grid=(4, 4))
+declared = optimizer_groups(model)
+names = {id(p): n for n, p in model.named_parameters()}
+engine = DeepSpeedEngine(model, cfg, torch.device("cpu"))
+if int(sys.argv[2]) == 0:  # the optimizer's own groups hold the parameters
+    groups = [(bool(g.get("use_muon")), [names[id(p)] for p in g["params"]]) for g in engine.optimizer.param_groups]
+else:  # ZeRO flattens them and picks its Muon parameters by their use_muon tag (stage_1_and_2.py)
+    groups = [(bool(p.use_muon), [n]) for n, p in engine.module.named_parameters()]
+print(json.dumps({"declared": declared, "groups": groups}))
+"""
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_deepspeed_splits_muon_adamw_as_declared(stage):
+    """DeepSpeed's initialize re-tags use_muon from parameter names ("embed"): the engine's
+    optimizer must hold the groups the modules declared (predictor.cond_embed: Muon)."""
+    proc = _run([sys.executable, "-c", _GROUPS_SCRIPT, "sparse", str(stage)])
+    _ok(proc)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    declared = result["declared"]
+    assert declared["predictor.cond_embed.0.weight"] == "muon"  # the case DeepSpeed's name rule gets wrong
+    seen = {}
+    for use_muon, names in result["groups"]:
+        for name in names:
+            seen[name] = "muon" if use_muon else "adamw"
+    assert seen == declared
