@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from lam_fast.errors import UserError
 from lam_fast.io import write_text_atomic
 from lam_fast.models.config import (
     PREDICTOR_PRESETS,
@@ -22,7 +23,7 @@ from lam_fast.models.config import (
 from lam_fast.models.encoders import ENCODER_OPTIONS, ENCODERS, encoder_options, normalize_encoder_options
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration key or value is invalid; the message names it."""
 
 
