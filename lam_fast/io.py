@@ -1,4 +1,4 @@
-"""The I/O leaf: durable atomic writes, pickle-free nested state, library versions.
+"""The I/O leaf: durable atomic writes, pickle-free nested state, library versions, the run lock.
 
 Every layer may import this module and it imports nothing of lam_fast (only torch and
 safetensors, which are hard dependencies). One durability rule for every file the package writes:
@@ -6,14 +6,22 @@ write under a temporary name in the target's folder, fsync the file, rename it i
 the folder. A crash at any moment leaves either the old file or the new one, never a torn one, and
 the temporary name (``.<name>.<pid>-<random>.tmp``: hidden, no data extension) is never picked up
 by a folder scan for videos, shards or checkpoints; it is removed when the write fails.
+
+Reading is checked as strictly: :func:`check_safetensors` and :func:`check_tree` say which file is
+torn or malformed (and why) before anything is loaded. :class:`DirectoryLock` is the one-writer rule
+of a run directory, and :func:`fault_point` the kill -9 injection points the fault tests use.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import secrets
+import signal
+import socket
+import struct
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +29,15 @@ from typing import Any
 
 import torch
 
+from lam_fast.errors import RunLocked
+
 TMP_SUFFIX = ".tmp"
+#: the lock file of a run directory (:class:`DirectoryLock`)
+LOCK_FILE = ".lock"
+#: ``LAM_FAST_FAULT=<phase>`` or ``<phase>@<n>``: SIGKILL this process the n-th time (default the
+#: first) it reaches the injection point ``phase`` (:func:`fault_point`); for the fault tests only
+FAULT_ENV = "LAM_FAST_FAULT"
+_fault_hits: dict[str, int] = {}
 
 #: distributions whose versions :func:`versions` records when they are installed
 _OPTIONAL_DISTRIBUTIONS = ("deepspeed", "safetensors", "av", "transformers", "triton", "nvidia-dali-cuda130",
@@ -67,6 +83,7 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], None]) 
     temporary = temporary_path(target)
     try:
         write(temporary)
+        fault_point(f"mid_write:{target.name}", torn=temporary)
         fsync_file(temporary)
         os.replace(temporary, target)
     except BaseException:
@@ -151,6 +168,23 @@ def _pack(obj, path: str, tensors: dict[str, torch.Tensor]):
     raise TypeError(f"cannot checkpoint a {type(obj).__module__}.{type(obj).__name__} at {path}")
 
 
+#: every name ``_pack`` writes for a dtype (``str(dtype)`` without ``torch.``); nothing else is read back
+DTYPES: dict[str, torch.dtype] = {
+    name: getattr(torch, name)
+    for name in ("float64", "float32", "float16", "bfloat16", "complex128", "complex64", "complex32", "int64",
+                 "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool", "float8_e4m3fn",
+                 "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")
+    if isinstance(getattr(torch, name, None), torch.dtype)
+}
+
+
+def dtype_named(name) -> torch.dtype:
+    """The torch dtype called ``name`` (``"float32"``); ValueError naming it for anything else."""
+    if not isinstance(name, str) or name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r} (expected one of {', '.join(sorted(DTYPES))})")
+    return DTYPES[name]
+
+
 def _unpack(obj, tensors: dict[str, torch.Tensor]):
     if isinstance(obj, list):
         return [_unpack(v, tensors) for v in obj]
@@ -158,7 +192,7 @@ def _unpack(obj, tensors: dict[str, torch.Tensor]):
         if "__tensor__" in obj:
             return tensors[obj["__tensor__"]]
         if "__dtype__" in obj:
-            return getattr(torch, obj["__dtype__"])
+            return dtype_named(obj["__dtype__"])
         if "__tuple__" in obj:
             return tuple(_unpack(v, tensors) for v in obj["__tuple__"])
         return {k: _unpack(v, tensors) for k, v in obj["__dict__"]}
@@ -185,6 +219,159 @@ def load_tree(prefix: str | os.PathLike[str], device: str | torch.device = "cpu"
     tensors = load_file(f"{os.fspath(prefix)}.safetensors", device=str(device))
     with open(f"{os.fspath(prefix)}.json", encoding="utf-8") as f:
         return _unpack(json.load(f), tensors)
+
+
+# ------------------------------------------------------------------ checking files before reading them
+
+#: bytes per element of each safetensors dtype (a dtype not listed is checked for coverage only)
+_SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                      "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+
+
+def check_safetensors(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a safetensors file, after checking that it is whole: a readable JSON
+    header, every tensor's byte range the size its dtype and shape need, and the file exactly as long
+    as the header and the data. ValueError naming the file and what is wrong (OSError if unreadable)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path.name}: truncated ({size} bytes, not even a header length)")
+        (length,) = struct.unpack("<Q", head)
+        if 8 + length > size:
+            raise ValueError(f"{path.name}: truncated (header of {length} bytes, file of {size})")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path.name}: unreadable header ({error})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name}: the header is not a JSON object")
+    shapes, end = {}, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape, (begin, stop), dtype = tuple(int(n) for n in entry["shape"]), entry["data_offsets"], entry["dtype"]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{path.name}: malformed header entry for {name!r}") from None
+        width = _SAFETENSORS_BYTES.get(dtype)
+        if width is not None and stop - begin != width * math.prod(shape):
+            raise ValueError(f"{path.name}: tensor {name!r} has {stop - begin} bytes, {dtype} {list(shape)} needs "
+                             f"{width * math.prod(shape)}")
+        shapes[name], end = shape, max(end, stop)
+    if size != 8 + length + end:
+        what = "truncated" if size < 8 + length + end else "trailing bytes"
+        raise ValueError(f"{path.name}: {what} ({size} bytes, the header describes {8 + length + end})")
+    return shapes
+
+
+def check_tree(prefix: str | os.PathLike[str]) -> None:
+    """Check the pair written by :func:`save_tree` without loading it: the safetensors file whole,
+    the JSON skeleton readable, every tensor it names present, every dtype it names a real one.
+    ValueError (or OSError) naming the file and what is wrong."""
+    prefix = os.fspath(prefix)
+    keys = set(check_safetensors(f"{prefix}.safetensors"))
+    name = Path(f"{prefix}.json").name
+    try:
+        with open(f"{prefix}.json", encoding="utf-8") as f:
+            skeleton = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{name}: not JSON ({error})") from None
+    stack = [skeleton]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if "__tensor__" in node and node["__tensor__"] not in keys:
+                raise ValueError(f"{name}: names tensor {node['__tensor__']!r}, which {Path(prefix).name}.safetensors lacks")
+            if "__dtype__" in node:
+                try:
+                    dtype_named(node["__dtype__"])
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
+            stack.extend(node.values())
+
+
+# ------------------------------------------------------------------ one writer per run directory
+
+class DirectoryLock:
+    """An exclusive OS lock (``flock``) on ``directory/.lock``, held from :meth:`acquire` to
+    :meth:`release` (or the ``with`` block). The kernel drops it when the holder exits, also on
+    kill -9, so the lock of a dead process never blocks; the file records the holder's pid and host
+    for the message of the next one. A second holder, in this or another process, gets
+    :class:`~lam_fast.errors.RunLocked`. The file stays (removing it would let two holders lock two
+    different files)."""
+
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.path = Path(directory) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "DirectoryLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise RunLocked(f"{self.path.parent} is in use by another run ({holder}, lock file {self.path}); "
+                            "wait for it to end, or choose another --out") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n").encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing the last descriptor drops the flock
+
+    def __del__(self) -> None:  # an abandoned holder (never released) lets go when collected
+        try:
+            self.release()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_holder(fd: int) -> str:
+    """'pid 123 on host h' from a lock file's content (written by its holder right after locking)."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode())
+        return f"pid {int(holder['pid'])} on host {holder['host']}"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "pid and host not recorded yet"
+
+
+def fault_point(phase: str, *, torn: str | os.PathLike[str] | None = None) -> None:
+    """An injection point of the fault tests: when ``LAM_FAST_FAULT`` names ``phase`` (``phase`` or
+    ``phase@n`` for its n-th visit), SIGKILL this process here, after cutting the file ``torn``
+    (a write in progress) to half its length. A no-op otherwise."""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    name, _, count = wanted.partition("@")
+    if name != phase:
+        return
+    _fault_hits[phase] = _fault_hits.get(phase, 0) + 1
+    if _fault_hits[phase] < int(count or 1):
+        return
+    if torn is not None:
+        os.truncate(torn, os.path.getsize(torn) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ------------------------------------------------------------------ weights with a JSON sidecar

@@ -2,7 +2,9 @@
 
 Importable without DeepSpeed (the engine is chosen at run time). Rank 0 writes ``metrics.jsonl``
 (one JSON object per logged step), TensorBoard scalars and the progress bar; every rank writes
-its optimizer shard into each checkpoint.
+its optimizer shard into each checkpoint. Rank 0 holds the run directory's lock (``OUT/.lock``,
+:class:`lam_fast.io.DirectoryLock`) from the start of a Trainer to the end of :meth:`Trainer.train`:
+a second run on the same ``--out`` is refused with :class:`~lam_fast.errors.RunLocked`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from lam_fast.io import load_tree, save_safetensors_atomic, save_tree, versions, write_json_atomic, write_text_atomic
+from lam_fast.errors import RunLocked, UserError
+from lam_fast.io import (DirectoryLock, fault_point, load_tree, save_safetensors_atomic, save_tree, versions,
+                         write_json_atomic, write_text_atomic)
 from lam_fast.models import LatentActionWorldModel
 from lam_fast.training import checkpoint as ckpt
 from lam_fast.training.config import ConfigError, TrainConfig, make_config, save_config
@@ -90,21 +94,23 @@ class Trainer:
             self.encoder_meta = {"name": self.encoder.name, "dim": self.encoder.dim, "grid": list(self.encoder.grid)}
         model = LatentActionWorldModel(cfg.model_config(), state_dim=self.encoder_meta["dim"],
                                        grid=tuple(self.encoder_meta["grid"]))
+        self._shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}  # before ZeRO-3 splits
         self.engine = make_engine(model, cfg, self.device)
         self.model: LatentActionWorldModel = self.engine.module
         self.rank, self.world_size = self.engine.rank, self.engine.world_size
-        self._check_same_data()
-        torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # independent latent noise per rank
-        self.step = 0
-        self.batches_read = 0  # data position: batches drawn from the sampler (>= step if a batch was empty)
-        self.videos_seen = 0
-        self.read_failures = 0
-        self.resumed_from: Path | None = None
-        if resume:
-            self._resume()
-        elif ckpt.latest_checkpoint(self.out) is not None:
-            raise ConfigError(f"{self.out} already holds checkpoints of a run: pass --resume to continue it, "
-                              "or choose another --out")
+        self._lock = self._lock_out()
+        try:
+            self._check_same_data()
+            torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # independent latent noise per rank
+            self.step = 0
+            self.batches_read = 0  # data position: batches drawn from the sampler (>= step if a batch was empty)
+            self.videos_seen = 0
+            self.read_failures = 0
+            self.resumed_from: Path | None = None
+            self._start(resume)
+        except BaseException:
+            self.close()
+            raise
         # bf16 autocast (default on GPU); the DeepSpeed engine also keeps bf16 weights + fp32 master
         self.autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
 
@@ -125,6 +131,35 @@ class Trainer:
         return VideoClipDataset(cfg.data, num_frames=cfg.num_frames, fps=cfg.fps, image_size=cfg.image_size,
                                 seed=cfg.seed, decoder=decoder)
 
+    def _lock_out(self) -> DirectoryLock | None:
+        """Rank 0 locks ``out`` for the life of the run, before writing anything there; when another
+        run holds it, every rank raises RunLocked (the message names the holder's pid and host)."""
+        lock = refused = None
+        if self.rank == 0:
+            try:
+                lock = DirectoryLock(self.out).acquire()
+            except RunLocked as error:
+                refused = error
+        if self.engine.sum_over_ranks([refused is not None])[0]:
+            raise refused or RunLocked(f"{self.out} is in use by another run (rank 0 could not lock it)")
+        return lock
+
+    def close(self) -> None:
+        """Release the run directory's lock (:meth:`train` does, also when it fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _start(self, resume: bool) -> None:
+        """Resume, or refuse a fresh run in a run's folder; rank 0 clears staging leftovers."""
+        if resume:
+            self._resume()
+        elif ckpt.list_checkpoints(self.out):
+            raise ConfigError(f"{self.out} already holds checkpoints of a run: pass --resume to continue it, "
+                              "or choose another --out")
+        elif self.rank == 0:
+            ckpt.prune(self.out, self.cfg.keep_last)
+
     def _check_same_data(self) -> None:
         """Every rank probed the data on its own: refuse to train if they disagree (a file that was
         readable on one rank only would shift every sampler position, silently)."""
@@ -139,8 +174,21 @@ class Trainer:
                               f"{count} clips per epoch); check that every rank reads the same files")
 
     # ---------------------------------------------------------------- checkpoints
+    def _select_checkpoint(self) -> Path | None:
+        """The newest intact checkpoint (every rank picks the same: each checks every rank's files);
+        rank 0 then moves the broken newer ones aside and prunes to ``keep_last``."""
+        def expect(saved: TrainConfig):  # another model's config is refused after the selection, by _resume
+            return self._shapes if not self._changed(saved.to_dict()) else None
+
+        path, broken = ckpt.select_checkpoint(self.out, lambda p: ckpt.checkpoint_problem(p, resume=True, expect=expect))
+        self.engine.barrier()
+        if self.rank == 0:
+            ckpt.move_aside(broken, path)
+            ckpt.prune(self.out, self.cfg.keep_last, keep=path)
+        return path
+
     def _resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.out)
+        path = self._select_checkpoint()
         if path is None:
             return
         meta = json.loads((path / "trainer.json").read_text())
@@ -148,7 +196,7 @@ class Trainer:
             raise ConfigError(f"{path} was written by {meta['world_size']} rank(s) of the {meta['engine']} engine; "
                               f"resuming needs the same, got {self.world_size} of {self.engine.name}")
         saved = make_config(path / "config.yaml").to_dict()
-        changed = {k: (saved[k], v) for k, v in self.cfg.to_dict().items() if k not in _RESUMABLE and saved[k] != v}
+        changed = self._changed(saved)
         if changed:
             listing = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in sorted(changed.items()))
             raise ConfigError(f"resuming {path} with a different configuration ({listing}); use the run's settings")
@@ -162,6 +210,10 @@ class Trainer:
         self.batches_read = meta["batches_read"]
         self.resumed_from = path
 
+    def _changed(self, saved: dict) -> dict:
+        """The settings that alter the trajectory on which ``saved`` (a checkpoint's) and this run differ."""
+        return {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items() if k not in _RESUMABLE and saved.get(k) != v}
+
     def _warn_schedule_change(self, path: Path, old_steps: int, step: int) -> None:
         frac = self.cfg.warmup_frac
         before, after = warmup_cosine(old_steps, frac)(step), warmup_cosine(self.cfg.steps, frac)(step)
@@ -171,6 +223,7 @@ class Trainer:
                       ScheduleChangeWarning, stacklevel=3)
 
     def save(self) -> Path:
+        fault_point("save:start")
         stage = ckpt.staging_dir(self.out, self.step)
         if self.rank == 0:
             shutil.rmtree(stage, ignore_errors=True)  # a leftover of a crashed save
@@ -184,6 +237,7 @@ class Trainer:
             torch.distributed.all_reduce(usage)
             state["regularizer.quantizer.usage"] = usage.cpu()
         save_tree({"engine": self.engine.optimizer_state(), "rng": ckpt.rng_state()}, stage / f"optimizer_rank{self.rank}")
+        fault_point("save:after_optimizer")
         if self.rank == 0:
             save_safetensors_atomic(stage / "model.safetensors", state, metadata={"step": str(self.step)})
             save_config(self.cfg, stage / "config.yaml")
@@ -222,11 +276,27 @@ class Trainer:
         raise NonFiniteLossError(f"{what}; stopping. Last good checkpoint: {good if good else 'none written yet'}")
 
     def _drop_metrics_after(self, step: int) -> None:
-        """Steps logged after the checkpoint a run resumes from are replayed: drop their old records."""
+        """Steps logged after the checkpoint a run resumes from are replayed: drop their old records.
+        A torn last line (a crash while it was written) is dropped with a warning; any other line that
+        is not a record is a UserError naming the file and line (the file is left as it is)."""
         path = self.out / "metrics.jsonl"
         if not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+                record_step = record["step"] if isinstance(record, dict) else None
+            except (json.JSONDecodeError, KeyError):
+                record_step = None
+            if isinstance(record_step, int):
+                kept += [line] if record_step <= step else []
+            elif number == len(lines):
+                warnings.warn(f"{path}: dropped its torn last line {line[:80]!r} (a crash while it was written)",
+                              stacklevel=2)
+            else:
+                raise UserError(f"{path}: line {number} is not a metrics record ({line[:80]!r}); fix or remove it")
         write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def skipped(self) -> int:
@@ -286,6 +356,13 @@ class Trainer:
         return self.rank == 0 and (self.step % self.cfg.log_every == 0 or self.step in (self.cfg.steps, 1))
 
     def train(self) -> TrainResult:
+        """Train to ``cfg.steps``, then release the run directory's lock (also when training fails)."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> TrainResult:
         from tqdm import tqdm
 
         from lam_fast.data import make_dataloader
