@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
+from lam_fast.cli.errors import load_world_model, run_command
 from lam_fast.io import write_text_atomic
 
 
 def _clips(cfg, data: str, clips: int, seed: int) -> list[torch.Tensor]:
     from lam_fast.cli.eval import load_clips
 
-    return load_clips(cfg, data, clips, seed, minimum=2, prog="train-decoder (one clip is held out)")[0]
+    return load_clips(cfg, data, clips, seed, minimum=2, why="one clip is held out")[0]
 
 
 @torch.no_grad()
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         pixel_encoder_inverse,
         save_decoder,
     )
-    from lam_fast.runs import load_world_model
     from lam_fast.training.decoder import fit_decoder
 
     model, encoder, cfg = load_world_model(args.ckpt, args.device)
@@ -128,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("lam-fast train-decoder", main))

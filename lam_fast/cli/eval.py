@@ -19,7 +19,9 @@ Every protocol also writes a figure (``--png``, default ``<json stem>.png`` next
 ``"figure_reason"`` when it cannot be drawn (the transfer figure needs frames decoded from states:
 ``lam_fast.models.decoder``, which fails for a non-pixel encoder without a trained decoder).
 
-This module only parses arguments and wires the pieces together.
+This module only parses arguments and wires the pieces together. A missing checkpoint or data
+folder, too few decodable clips or runs that do not fit together are user errors (one line, exit 2:
+:mod:`lam_fast.cli.errors`).
 """
 
 from __future__ import annotations
@@ -31,15 +33,18 @@ from pathlib import Path
 
 import torch
 
+from lam_fast.cli.errors import load_run, run_command, run_config
+from lam_fast.errors import UserError
+
 #: training settings that define the state space and the clips: capacity runs must agree on them
 SHARED_KEYS = ("encoder", "encoder_model", "patch_size", "image_size", "num_frames", "fps")
 
 
-def load_clips(cfg, data: str, clips: int, seed: int, *, minimum: int = 2, prog: str = "eval"
+def load_clips(cfg, data: str, clips: int, seed: int, *, minimum: int = 2, why: str = ""
                ) -> tuple[list[torch.Tensor], list[str]]:
     """:func:`lam_fast.eval.clips.load_clips` with a run's ``num_frames`` / ``fps`` /
-    ``image_size`` (``cfg``), for a command line: too few clips is a SystemExit naming ``prog``.
-    ``lam-fast train-decoder`` uses it too."""
+    ``image_size`` (``cfg``), for a command line: too few clips is a UserError (``why``: a note
+    appended to it). ``lam-fast train-decoder`` uses it too."""
     from lam_fast.eval.clips import TooFewClips
     from lam_fast.eval.clips import load_clips as load
 
@@ -47,7 +52,7 @@ def load_clips(cfg, data: str, clips: int, seed: int, *, minimum: int = 2, prog:
         return load(data, clips, seed, num_frames=cfg.num_frames, fps=cfg.fps, image_size=cfg.image_size,
                     minimum=minimum)
     except TooFewClips as error:
-        raise SystemExit(f"{prog}: {error}") from None
+        raise UserError(f"{error}{f' ({why})' if why else ''}") from None
 
 
 def _states(encoder, cfg, args, minimum: int = 2) -> tuple[torch.Tensor, list[str]]:
@@ -57,29 +62,20 @@ def _states(encoder, cfg, args, minimum: int = 2) -> tuple[torch.Tensor, list[st
     return encode_clips(encoder, videos, args.device), names
 
 
-def _run_config(path: Path):
-    from lam_fast.runs import run_config
-
-    try:
-        return run_config(path)
-    except FileNotFoundError as error:
-        raise SystemExit(f"eval: {error}") from None
-
-
 def _check_compatible(runs: list[Path], baseline: Path) -> None:
-    """All runs and the baseline must see the same states: SystemExit naming the first mismatch."""
-    configs = {path: _run_config(path) for path in [baseline, *runs]}
+    """All runs and the baseline must see the same states: UserError naming the first mismatch."""
+    configs = {path: run_config(path) for path in [baseline, *runs]}
     if configs[baseline].reg != "deterministic":
-        raise SystemExit(f"eval capacity: --baseline {baseline} was trained with --reg {configs[baseline].reg}, "
-                         "expected a run trained with --reg deterministic")
+        raise UserError(f"--baseline {baseline} was trained with --reg {configs[baseline].reg}, "
+                        "expected a run trained with --reg deterministic")
     for path in runs:
         if configs[path].reg == "deterministic":
-            raise SystemExit(f"eval capacity: {path} is a deterministic run; pass it as --baseline, not --ckpt")
+            raise UserError(f"{path} is a deterministic run; pass it as --baseline, not --ckpt")
         for key in SHARED_KEYS:
             mine, base = getattr(configs[path], key), getattr(configs[baseline], key)
             if mine != base:
-                raise SystemExit(f"eval capacity: {key} differs: {path} has {mine!r}, baseline {baseline} has "
-                                 f"{base!r} (all runs must share {', '.join(SHARED_KEYS)})")
+                raise UserError(f"{key} differs: {path} has {mine!r}, baseline {baseline} has "
+                                f"{base!r} (all runs must share {', '.join(SHARED_KEYS)})")
 
 
 def _with_figure(result, figure_and_reason: tuple[str | None, str | None]):
@@ -93,7 +89,6 @@ def _with_figure(result, figure_and_reason: tuple[str | None, str | None]):
 def _capacity(args, png: Path):
     from lam_fast.eval import capacity, figures
     from lam_fast.eval.results import CapacityBaseline, CapacityResult, CapacityRun
-    from lam_fast.runs import load_run
 
     runs = [Path(p) for p in args.ckpt]
     _check_compatible(runs, args.baseline)
@@ -113,7 +108,6 @@ def _paired(args, png: Path):
     """Leakage or transfer on one run."""
     from lam_fast.eval import figures, leakage, transfer
     from lam_fast.eval.results import LeakageResult, TransferResult
-    from lam_fast.runs import load_run
 
     ckpt = args.ckpt[0]
     cfg, encoder, model = load_run(ckpt, args.device)
@@ -193,4 +187,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("lam-fast eval", main))

@@ -1,12 +1,16 @@
 """``lam-fast <command> ...``: the table of commands; each runs the ``main(argv)`` of its module
 in :mod:`lam_fast.cli`, imported only when that command is used (so ``lam-fast backends`` does not
-import the model stack)."""
+import the model stack), through the one error path of :mod:`lam_fast.cli.errors`: a user error is one
+line ``lam-fast <command>: error: ...`` and exit 2 (``--debug`` anywhere, or ``LAM_FAST_DEBUG=1``: its
+traceback)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from lam_fast.cli.errors import DEBUG_FLAG, run_command
 
 #: command -> (module, function, help). Every function takes the argv after the command name.
 COMMANDS = {
@@ -17,7 +21,7 @@ COMMANDS = {
                     "pack videos into WebDataset tar shards (train with --data 'dir/name-{000000..000009}.tar')"),
     "encode": ("lam_fast.cli.data", "encode_main",
                "run the frozen encoder over videos once and write a state cache (train with --data CACHE)"),
-    "train": ("lam_fast.cli.train", "main", "train a model (same flags as train/run.py)"),
+    "train": ("lam_fast.cli.train", "command_main", "train a model (same flags as train/run.py)"),
     "eval": ("lam_fast.cli.eval", "main",
              "the paper's protocols: eval leakage|transfer|capacity --ckpt RUN [RUN...] --data DIR --json OUT"),
     "report": ("lam_fast.cli.report", "main", "one markdown + HTML report of runs, their eval/*.json and figures"),
@@ -35,15 +39,19 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in COMMANDS:
-        module, function, _ = COMMANDS[argv[0]]
-        return getattr(importlib.import_module(module), function)(argv[1:])
-    parser = argparse.ArgumentParser(prog="lam-fast", description="latent action world models: tools")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    named = [arg for arg in argv if arg != DEBUG_FLAG]
+    if named[:1] and named[0] in COMMANDS:
+        module, function, _ = COMMANDS[named[0]]
+        index = argv.index(named[0])  # the command's own arguments keep --debug for run_command
+        return run_command(f"lam-fast {named[0]}", getattr(importlib.import_module(module), function),
+                           argv[:index] + argv[index + 1:])
+    parser = argparse.ArgumentParser(prog="lam-fast", description="latent action world models: tools",
+                                     epilog=f"{DEBUG_FLAG} (anywhere) or LAM_FAST_DEBUG=1: the traceback of a user error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_, _, text) in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
-    parser.parse_args(argv)  # no command, or an unknown one: argparse prints the list and exits 2
+    parser.parse_args(named)  # no command, or an unknown one: argparse prints the list and exits 2
     return 2
 
 

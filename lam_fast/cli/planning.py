@@ -8,6 +8,8 @@ This module only reads arguments and calls: the split, the protocols and the met
 :mod:`lam_fast.eval.sim_planning`, the fitting in :mod:`lam_fast.training.controller` and
 :mod:`lam_fast.training.action_model`, the saved modules in :mod:`lam_fast.training.fitted`.
 The result files are :mod:`lam_fast.eval.results` records (``controller``, ``action_model``, ``plan``).
+A folder that is not a sim dataset, a run without a checkpoint or a folder without the controller or
+action model asked for is a user error (one line, exit 2: :mod:`lam_fast.cli.errors`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from lam_fast.cli.errors import load_world_model, run_command
 
 
 def _write_result(path: Path, payload: dict) -> None:
@@ -70,7 +74,6 @@ def train_controller_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lam_fast.eval.sim_planning import controller_latent_fit, controller_rollout_errors
-    from lam_fast.runs import load_world_model
     from lam_fast.training.controller import ControllerTraining, controller_dataset, train_controller
     from lam_fast.training.fitted import build_controller, save_module
 
@@ -136,8 +139,6 @@ def _action_model_encoder(parser, args, meta: dict):
     from lam_fast.models.encoders import build_encoder, encoder_options, normalize_encoder_options
 
     if args.like:
-        from lam_fast.runs import load_world_model
-
         if args.patch_size is not None:
             parser.error("--patch-size does not apply with --like (the run's encoder is used)")
         _, encoder, like = load_world_model(args.like, args.device)
@@ -225,10 +226,8 @@ def _plan_models(parser, args, policy: str, task: str):
     from lam_fast.training.fitted import load_action_model, load_controller
 
     if policy == "latent":
-        from lam_fast.runs import load_world_model
-
+        controller, ctrl_meta = load_controller(args.controller, args.device)  # the quick check first
         model, encoder, _ = load_world_model(args.ckpt, args.device)
-        controller, ctrl_meta = load_controller(args.controller, args.device)
         if ctrl_meta["task"] != task:
             parser.error(f"the controller was trained on task {ctrl_meta['task']!r}, the data is {task!r}")
         return model, encoder, controller
@@ -268,4 +267,4 @@ def plan_main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(plan_main())
+    sys.exit(run_command("lam-fast plan", plan_main))

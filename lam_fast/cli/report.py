@@ -14,6 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from lam_fast.cli.errors import run_command
+from lam_fast.errors import UserError
+
 
 def main(argv: list[str] | None = None) -> int:
     from lam_fast.eval.report import NotARun, console_lines, summarize_run, write_report
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summaries = [summarize_run(run) for run in args.runs]
     except NotARun as error:
-        raise SystemExit(f"report: {error}") from None
+        raise UserError(str(error)) from None
     markdown, page = write_report(summaries, args.out or args.runs[0] / "report.md")
     for line in console_lines(summaries):
         print(line)
@@ -37,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("lam-fast report", main))

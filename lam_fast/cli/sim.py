@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from lam_fast.cli.errors import run_command, user_errors
 from lam_fast.envs import SIM_TASKS, generate, load_episodes
 
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("info", help="task, counts and action statistics of a generated folder")
     show.add_argument("directory")
     args = parser.parse_args(argv)
-    try:
+    # bad settings (ValueError), a folder that is not a sim dataset, no renderer (RenderUnavailable)
+    with user_errors(ValueError, FileNotFoundError, RuntimeError):
         if args.command == "info":
             return _info(args.directory)
 
@@ -61,12 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
         videos = generate(args.task, args.out, episodes=args.episodes, frames=args.frames, seed=args.seed,
                           image_size=args.image_size, fps=args.fps, progress=report)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"lam-fast sim: error: {error}", file=sys.stderr)
-        return 2
     print(f"{len(videos)} episodes in {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("lam-fast sim", main))

@@ -1,17 +1,28 @@
-"""Command line of ``train/run.py`` (also ``lam-fast train``)."""
+"""Command line of ``train/run.py`` (also ``lam-fast train``).
+
+A user error (an invalid setting, a missing ``--config`` or ``--data``, a run directory locked by
+another run, no intact checkpoint to resume) is one line, ``train/run.py: error: ...`` (``lam-fast
+train: error: ...``), and exit 2; ``--debug`` or ``LAM_FAST_DEBUG=1`` shows its traceback
+(:mod:`lam_fast.cli.errors`). A NaN/Inf loss is one line and exit 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from lam_fast.cli.errors import DEBUG_ENV, DEBUG_FLAG, one_line, run_command
 from lam_fast.models.config import PREDICTOR_PRESETS, REG_CHOICES
 from lam_fast.training.config import ConfigError, make_config
 
+PROG = "train/run.py"
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train/run.py",
+        prog=prog,
+        epilog=f"{DEBUG_FLAG} (anywhere) or {DEBUG_ENV}=1: the traceback of a user error",
         description="Train a latent action world model (PAPER.md). Flags override --config, which overrides defaults.",
     )
     a = p.add_argument
@@ -49,23 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _train(argv: list[str], prog: str) -> int:
+    """Parse, build the config, train; user errors propagate (to :func:`run_command`)."""
+    args = build_parser(prog).parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in {"config", "resume", "local_rank"}}
-    try:
-        cfg = make_config(args.config, **overrides)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    if args.config is not None and not Path(args.config).is_file():
+        raise ConfigError(f"--config {args.config}: no such file (expected a YAML file of TrainConfig keys)")
+    cfg = make_config(args.config, **overrides)
     from lam_fast.training.loop import NonFiniteLossError, train
 
     try:
         result = train(cfg, resume=args.resume)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     import torch.distributed as dist
 
@@ -77,3 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train/run.py ...``: errors as ``train/run.py: error: ...``."""
+    return run_command(PROG, lambda rest: _train(rest, PROG), argv)
+
+
+def command_main(argv: list[str]) -> int:
+    """``lam-fast train ...`` (run through :func:`lam_fast.cli.main.main`'s error path)."""
+    return _train(argv, "lam-fast train")

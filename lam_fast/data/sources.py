@@ -15,8 +15,14 @@ from pathlib import Path
 
 from lam_fast.data.shards import is_shard_source, shard_members
 from lam_fast.data.video import VIDEO_EXTENSIONS, TarMember
+from lam_fast.errors import UserError
 
-__all__ = ["VIDEO_EXTENSIONS", "Source", "resolve_sources"]
+__all__ = ["VIDEO_EXTENSIONS", "NoVideoSource", "Source", "resolve_sources"]
+
+
+class NoVideoSource(UserError, ValueError):
+    """A video source (``--data``) that does not exist or names no video (the message names the path
+    and what was expected)."""
 
 #: What names videos: a path (folder, CSV, video file, tar shards, brace pattern) or a list of paths.
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -45,7 +51,7 @@ def resolve_sources(source: Source) -> list[str | TarMember]:
         :class:`~lam_fast.data.dataset.VideoClipDataset` skips the missing ones with a warning.
 
     Raises:
-        ValueError: the folder or file does not exist, or the source names no video.
+        NoVideoSource: (a ValueError) the folder or file does not exist, or the source names no video.
     """
     if isinstance(source, (str, os.PathLike)):
         if is_shard_source(source):
@@ -54,13 +60,14 @@ def resolve_sources(source: Source) -> list[str | TarMember]:
         if path.is_dir():
             return _read_folder(path)
         if not path.is_file():
-            raise ValueError(f"video source {os.fspath(path)!r} does not exist")
+            raise NoVideoSource(f"video source {os.fspath(path)!r} does not exist (expected a folder of videos, "
+                                "a CSV list, a video file or tar shards)")
         if path.suffix.lower() == ".csv":
             return _read_csv(path)
         return [os.fspath(path)]
     paths = [os.fspath(p) for p in source]
     if not paths:
-        raise ValueError("the list of video paths is empty")
+        raise NoVideoSource("the list of video paths is empty")
     return paths
 
 
@@ -73,7 +80,7 @@ def _read_folder(path: Path) -> list[str]:
         if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
     )
     if not found:
-        raise ValueError(
+        raise NoVideoSource(
             f"video folder {os.fspath(path)!r} contains no file with a video extension "
             f"{VIDEO_EXTENSIONS}"
         )
@@ -96,5 +103,5 @@ def _read_csv(path: Path) -> list[str]:
         if len(row) > column and row[column].strip()
     ]
     if not paths:
-        raise ValueError(f"video list {os.fspath(path)!r} names no video")
+        raise NoVideoSource(f"video list {os.fspath(path)!r} names no video")
     return paths

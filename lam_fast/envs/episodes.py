@@ -32,7 +32,12 @@ import numpy as np
 from lam_fast.envs.render import import_mujoco
 from lam_fast.envs.simulate import render_episode
 from lam_fast.envs.tasks import SIM_TASKS, TASK_INFO, SimEpisode, SimTaskInfo, validate_int, validate_task
+from lam_fast.errors import UserError
 from lam_fast.io import atomic_write, write_json_atomic
+
+
+class NotASimDataset(UserError, FileNotFoundError):
+    """A folder given as a sim dataset holds no ``meta.json`` of :func:`generate` (the message names it)."""
 
 _META_KEYS = ("task", "frames", "image_size", "fps", "seed", "scene_seed")
 _NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, zlib.error)
@@ -164,14 +169,14 @@ def load_episodes(directory: str | Path) -> tuple[SimTaskInfo, dict, list[SimEpi
     ``meta["skipped"]``.
 
     Raises:
-        FileNotFoundError: no ``meta.json`` in ``directory``.
+        NotASimDataset: (a FileNotFoundError and a UserError) no ``meta.json`` in ``directory``.
         ValueError: ``meta.json`` unreadable or naming an unknown task.
     """
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} does not exist: {directory} is not a sim dataset written "
-                                "by lam_fast.envs.generate (lam-fast sim generate)")
+        raise NotASimDataset(f"{directory} is not a sim dataset: expected {meta_path} (and episode_*.npz), "
+                             "written by lam-fast sim generate (lam_fast.envs.generate)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

@@ -11,9 +11,14 @@ from pathlib import Path
 
 from torch import nn
 
+from lam_fast.errors import UserError
 from lam_fast.io import load_weights_with_meta, save_weights_with_meta
 from lam_fast.models import ActionConditionedWorldModel, CrossAttentionController, MLPController, ModelConfig
 from lam_fast.models.encoders import build_encoder
+
+
+class MissingModule(UserError, FileNotFoundError):
+    """A folder holds no fitted module of the name asked for (the message names the folder and files)."""
 
 
 def save_module(directory: str | Path, name: str, module: nn.Module, meta: dict) -> Path:
@@ -25,11 +30,16 @@ def save_module(directory: str | Path, name: str, module: nn.Module, meta: dict)
     return directory
 
 
+#: the command that writes each module
+_WRITER = {"controller": "train-controller", "action_model": "train-action-model"}
+
+
 def _load_pair(directory: str | Path, name: str) -> tuple[dict, dict]:
     directory = Path(directory)
     meta_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
     if not meta_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"no {name} in {directory} (expected {meta_path.name} and {weights.name})")
+        raise MissingModule(f"no {name} in {directory}: expected {meta_path.name} and {weights.name} "
+                            f"(written by lam-fast {_WRITER[name]} --out DIR)")
     tensors, meta = load_weights_with_meta(weights, meta_path)
     return meta, tensors
 

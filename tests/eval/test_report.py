@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lam_fast.cli.report import main as report_main
+from lam_fast.errors import UserError
 from lam_fast.eval.report import NotARun, summarize_run, to_html
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ def test_report_default_output_is_in_the_first_run(tmp_path):
 def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(NotARun, match="no metrics.jsonl"):
         summarize_run(tmp_path)
-    with pytest.raises(SystemExit, match="report: .*no metrics.jsonl"):
+    with pytest.raises(UserError, match="no metrics.jsonl"):  # lam-fast report: one line, exit 2
         report_main([str(tmp_path)])
 
 

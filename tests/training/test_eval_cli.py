@@ -46,8 +46,9 @@ def test_report_collects_runs_and_their_evals(run_dir, video_folder, tmp_path, c
     assert "| leakage |" in text and "| transfer |" in text and "## Training" in text
     printed = capsys.readouterr().out
     assert "leakage ratio" in printed and "transfer ratio" in printed
-    with pytest.raises(SystemExit, match="metrics.jsonl"):
-        cli_main(["report", str(tmp_path)])
+    capsys.readouterr()
+    assert cli_main(["report", str(tmp_path)]) == 2  # a user error: one line, exit 2
+    assert capsys.readouterr().err.startswith(f"lam-fast report: error: {tmp_path} has no metrics.jsonl")
 
 
 # --- figures and `eval capacity` ------------------------------------------------------------------
@@ -156,20 +157,25 @@ def test_eval_capacity_command(run_dir, noisy_run, det_run, video_folder, tmp_pa
     assert '<img src="../' in page and 'det/eval/capacity.png"' in page  # relative to the report
 
 
-def test_eval_capacity_checks_its_runs(run_dir, det_run, video_folder, tmp_path):
+def test_eval_capacity_checks_its_runs(run_dir, det_run, video_folder, tmp_path, capsys):
     import shutil
 
     common = ["--data", str(video_folder), "--json", str(tmp_path / "c.json")]
-    with pytest.raises(SystemExit, match="--reg deterministic"):
-        cli_main(["eval", "capacity", "--ckpt", str(run_dir), "--baseline", str(run_dir), *common])
-    with pytest.raises(SystemExit, match="deterministic run"):
-        cli_main(["eval", "capacity", "--ckpt", str(det_run), "--baseline", str(det_run), *common])
+
+    def refused(*ckpts, baseline) -> str:  # a user error: exit 2, one line on stderr
+        capsys.readouterr()
+        assert cli_main(["eval", "capacity", "--ckpt", *map(str, ckpts), "--baseline", str(baseline), *common]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lam-fast eval: error: ") and err.count("\n") == 1, err
+        return err
+
+    assert "--reg deterministic" in refused(run_dir, baseline=run_dir)
+    assert "deterministic run" in refused(det_run, baseline=det_run)
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
     for config in other.glob("checkpoints/step_*/config.yaml"):
         config.write_text(config.read_text().replace("num_frames: 4", "num_frames: 6"))
-    with pytest.raises(SystemExit, match="num_frames differs"):
-        cli_main(["eval", "capacity", "--ckpt", str(run_dir), str(other), "--baseline", str(det_run), *common])
+    assert "num_frames differs" in refused(run_dir, other, baseline=det_run)
     with pytest.raises(SystemExit):  # --baseline is required
         cli_main(["eval", "capacity", "--ckpt", str(run_dir), *common])
     with pytest.raises(SystemExit):  # leakage takes one run
