@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lam_fast.errors import CheckpointError, RunLocked
+from lam_fast.io import DirectoryLock
 from lam_fast.runs import load_run
 from lam_fast.training import Trainer, make_config, train
 from lam_fast.training import checkpoint as ckpt
@@ -94,6 +95,7 @@ def test_resume_without_an_intact_checkpoint_is_one_error(run, video_folder, tmp
     assert "step_00000004: trainer.json: no 'videos_seen'" in str(error.value)
     assert "step_00000002: model.safetensors: truncated" in str(error.value)
     assert ckpt.list_checkpoints(out)  # nothing moved or deleted when the run cannot start
+    DirectoryLock(out).acquire().release()  # the failed Trainer let go of the run directory
 
 
 def test_another_models_checkpoint_is_a_config_error_not_a_broken_one(run, video_folder, tmp_path):
