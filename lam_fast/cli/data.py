@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from lam_fast.cli.errors import user_errors
 from lam_fast.data.cache import CACHE_DTYPES, MANIFEST, read_manifest
 from lam_fast.data.decoders import DecoderUnavailable
 from lam_fast.data.shard_writer import write_shards
@@ -58,21 +59,22 @@ def add_make_shards_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
 def make_shards_main(argv: Sequence[str] | None = None) -> int:
     """``lam-fast make-shards``: pack videos into shards; print each shard written.
 
-    Returns 0 on success, 2 when the arguments or the source are invalid or nothing was written.
+    Every video is probed as training probes it; the ones that fail (and missing files, other
+    extensions) are skipped, each printed with its reason, and counted in the summary line.
+
+    Returns 0 on success. A source that does not exist or names no video, invalid arguments and
+    nothing to write are a :class:`~lam_fast.errors.UserError` (the ``lam-fast`` dispatcher prints
+    it as one line ``lam-fast make-shards: error: ...`` and exits 2).
     """
     parser = add_make_shards_arguments(argparse.ArgumentParser(
         prog="lam-fast make-shards",
         description="pack videos into uncompressed WebDataset tar shards (one sample per video)"))
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     source = args.data[0] if len(args.data) == 1 else args.data
-    try:
+    with user_errors(ValueError), warnings.catch_warnings():
         videos = resolve_sources(source)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="write_shards skips")  # printed below
-            shards = write_shards(videos, args.out, max_count=args.max_count, max_size=args.max_size)
-    except ValueError as error:
-        print(f"lam-fast make-shards: error: {error}", file=sys.stderr)
-        return 2
+        warnings.filterwarnings("ignore", message="write_shards skips")  # printed below
+        shards = write_shards(videos, args.out, max_count=args.max_count, max_size=args.max_size)
     for name, reason in shards.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     for shard in shards:

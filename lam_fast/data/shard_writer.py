@@ -1,7 +1,9 @@
 """Writing WebDataset tar shards: pack video files (or other shards' members) into new shards.
 
 The layout written is the one :mod:`lam_fast.data.shards` reads (uncompressed, one sample per
-video). Apart from the reader so that reading shards needs no ``webdataset`` and the reader's
+video). Every video is probed first, as :class:`~lam_fast.data.dataset.VideoClipDataset` probes
+it (:func:`~lam_fast.data.video.probe_video`: opens, has a video stream, decodes to its stated
+end), so a shard never holds a file training would skip as unreadable. Apart from the reader so that reading shards needs no ``webdataset`` and the reader's
 module holds no writer state; ``lam-fast make-shards`` (:mod:`lam_fast.cli.data`) is the command.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from lam_fast.data.shards import TAR_SUFFIX, VIDEO_MEMBER_EXTENSIONS, index_path, member_extension
-from lam_fast.data.video import TarMember, VideoDecodeError, read_video_bytes
+from lam_fast.data.video import TarMember, VideoDecodeError, probe_videos, read_video_bytes
 
 __all__ = ["WrittenShards", "write_shards"]
 
@@ -29,7 +31,8 @@ class WrittenShards(list):
 
     Attributes:
         num_videos: videos written.
-        skipped: ``(input, reason)`` of each input not written (missing, unreadable, not a video).
+        skipped: ``(input, reason)`` of each input not written (missing, not a video extension,
+            or failing the probe: unreadable, empty, truncated, no video stream).
     """
 
     def __init__(self, paths: Sequence[str] = (), *, num_videos: int = 0,
@@ -147,7 +150,10 @@ def _pack(writer_factory: Any, pattern: str, todo: list[_Input], width: int, *, 
                             verbose=0, encoder=False, compress=False,
                             mtime=int(time.time()))  # whole seconds: no pax header
     try:
-        for item in todo:
+        for item, probed in zip(todo, probe_videos(entry.video for entry in todo), strict=True):
+            if isinstance(probed, VideoDecodeError):  # what training would skip is never packed
+                skipped.add(item.name, str(probed))
+                continue
             try:
                 data = read_video_bytes(item.video)
             except VideoDecodeError as error:
@@ -175,7 +181,9 @@ def write_shards(
     video bytes under its lower-cased extension (``mp4``...), and a ``json`` member
     ``{"path": original path}``. A shard is closed after ``max_count`` videos, or once it holds
     ``max_size`` bytes (so it exceeds that by at most one video). Any old ``<shard>.idx.json`` of
-    a shard written is removed.
+    a shard written is removed. Each video is probed first
+    (:func:`~lam_fast.data.video.probe_video`, the check training applies): one that fails is
+    skipped, never packed.
 
     Args:
         videos: video files (or tar members, to re-shard).
@@ -186,8 +194,8 @@ def write_shards(
 
     Returns:
         The shard paths written, as a :class:`WrittenShards` list whose ``skipped`` lists the
-        inputs left out (missing or unreadable files, extensions not in VIDEO_EXTENSIONS), each
-        also warned about once.
+        inputs left out (missing files, extensions not in VIDEO_EXTENSIONS, videos that fail the
+        probe: unreadable, empty, truncated...), each also warned about once.
 
     Raises:
         ValueError: bad arguments, or no video could be written.

@@ -15,18 +15,24 @@ A video is named by a path or by a :class:`TarMember` (a file inside an uncompre
 shard, read by byte range without extracting it). Index-based decoders (OpenCV, DALI) use
 :func:`frame_indices`, the same nearest-frame rule on the stream's nominal frame grid.
 
+Raw YUV4MPEG2 (``.y4m``) files decode like any container (FFmpeg's ``yuv4mpegpipe`` demuxer); one
+FFmpeg cannot read is diagnosed from its own layout (header, ``FRAME`` lines, frame size), so the
+reason names what is wrong with the file rather than FFmpeg's error code.
+
 PyAV is an optional dependency (the ``video`` extra); it is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import io
 import itertools
 import math
 import os
+import re
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -49,13 +55,14 @@ __all__ = [
     "decode_clip",
     "frame_indices",
     "probe_video",
+    "probe_videos",
     "read_video_bytes",
     "video_name",
 ]
 
 #: File extensions (lower case) of video files: what a folder source collects
 #: (:func:`~lam_fast.data.sources.resolve_sources`) and what a tar shard's video members end in.
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".y4m")
 
 # probe_video seeks this far before the stated end and decodes to the end of the file, which
 # proves the tail is present (a truncated file has no decodable frame there, or ends early).
@@ -74,6 +81,11 @@ _SEEK_BACKOFF_S = Fraction(1)
 # Packets demuxed past the last clip target before choosing which frames to skip: H.264/HEVC
 # reorder at most 16 frames, so every frame that could bracket a target has been seen by then.
 _REORDER_DEPTH = 16
+# Threads of probe_videos: probing is I/O and FFmpeg work that releases the GIL.
+_PROBE_THREADS = 8
+# The first bytes of a YUV4MPEG2 file; its header line is at most this long.
+_Y4M_MAGIC = b"YUV4MPEG2 "
+_Y4M_MAX_LINE = 1024
 
 
 class VideoDecodeError(RuntimeError):
@@ -244,17 +256,82 @@ def _open(ref: str | os.PathLike[str] | TarMember) -> tuple[InputContainer, Vide
     av = _import_av()
 
     name = video_name(ref)
+    source = _MemberReader.open(ref) if isinstance(ref, TarMember) else name
     try:
-        if isinstance(ref, TarMember):
-            container = av.open(_MemberReader.open(ref), mode="r")
-        else:
-            container = av.open(name, mode="r")
+        # metadata_errors: a damaged file's tags are not UTF-8; they are never read here
+        container = av.open(source, mode="r", metadata_errors="replace")
     except (av.FFmpegError, OSError) as error:
+        if not isinstance(source, str):
+            source.close()
         raise VideoDecodeError(f"cannot open {name!r}: {error}") from error
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(f"{name!r} has no video stream")
-    return container, container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a damaged codec description: FFmpeg names no codec
+        container.close()
+        raise VideoDecodeError(f"{name!r}: the video stream names no codec FFmpeg knows (damaged header?)")
+    return container, stream
+
+
+def _y4m_frame_bytes(width: int, height: int, colour: str) -> int | None:
+    """Bytes of one frame's samples in a YUV4MPEG2 file (``C`` tag ``colour``), None if unknown."""
+    match = re.fullmatch(r"(420|422|444|411|mono)(jpeg|paldv|mpeg2|alpha)?(?:p?(\d+))?", colour)
+    if match is None:
+        return None
+    depth = 2 if match.group(3) and int(match.group(3)) > 8 else 1
+    luma, half_w, half_h = width * height, -(-width // 2), -(-height // 2)
+    chroma = {"420": 2 * half_w * half_h, "422": 2 * half_w * height, "444": 2 * luma,
+              "411": 2 * -(-width // 4) * height, "mono": 0}[match.group(1)]
+    alpha = luma if match.group(2) == "alpha" else 0
+    return depth * (luma + chroma + alpha)
+
+
+def _y4m_layout_problem(handle: io.BufferedIOBase, size: int) -> str:
+    """What is wrong with the layout of the YUV4MPEG2 file open in ``handle`` (``size`` bytes).
+
+    Checks the header line (``W``, ``H``, ``F``, a known ``C``) and walks the frames: each is a
+    line starting ``FRAME`` then the samples of one frame. Only lines are read, never the samples.
+    """
+    header = handle.read(_Y4M_MAX_LINE).split(b"\n", 1)
+    if len(header) < 2:
+        return "the header line does not end (no newline)"
+    fields = {field[:1]: field[1:] for field in header[0].decode("ascii", "replace").split()[1:]}
+    try:
+        width, height = int(fields["W"]), int(fields["H"])
+        num, den = (int(part) for part in fields["F"].split(":"))
+    except (KeyError, ValueError):
+        return f"the header {header[0][:80]!r} lacks a valid W (width), H (height) or F (frame rate num:den)"
+    colour = fields.get("C", "420jpeg")
+    frame_bytes = _y4m_frame_bytes(width, height, colour)
+    if width <= 0 or height <= 0 or num <= 0 or den <= 0 or frame_bytes is None:
+        return f"the header {header[0][:80]!r} has a size, rate or colourspace (C{colour}) FFmpeg cannot use"
+    layout = f"each frame is a FRAME line + {frame_bytes} bytes for W{width} H{height} C{colour}"
+    position, index = len(header[0]) + 1, 0
+    while position < size:
+        handle.seek(position)
+        line = handle.read(_Y4M_MAX_LINE).split(b"\n", 1)
+        if not line[0].startswith(b"FRAME") or len(line) < 2:
+            return f"frame {index} at byte {position} does not start with a FRAME line ({layout})"
+        position += len(line[0]) + 1 + frame_bytes
+        index += 1
+    if position > size:
+        return f"frame {index - 1} is cut short by {position - size} bytes: truncated? ({layout})"
+    return "its layout is valid" if index else "it holds no frame"
+
+
+def _y4m_reason(ref: str | os.PathLike[str] | TarMember) -> str | None:
+    """Why FFmpeg cannot read ``ref``, when it is a YUV4MPEG2 (.y4m) file; else None."""
+    try:
+        handle = _MemberReader.open(ref) if isinstance(ref, TarMember) else open(ref, "rb")  # noqa: SIM115
+    except (OSError, VideoDecodeError):
+        return None
+    with handle:
+        if handle.read(len(_Y4M_MAGIC)) != _Y4M_MAGIC:
+            return None
+        size = ref.size if isinstance(ref, TarMember) else os.fstat(handle.fileno()).st_size
+        handle.seek(0)
+        return f"a y4m (raw YUV4MPEG2) file FFmpeg cannot read: {_y4m_layout_problem(handle, size)}"
 
 
 def _frame_rate(stream: VideoStream, name: str) -> Fraction:
@@ -373,8 +450,38 @@ def probe_video(path: str | os.PathLike[str] | TarMember) -> VideoInfo:
 
     Raises:
         VideoDecodeError: the file is missing or unreadable, has no video stream, no decodable
-            frames or zero duration, or is truncated. The message gives the reason.
+            frames or zero duration, or is truncated. The message gives the reason (for a y4m
+            file FFmpeg cannot read, what is wrong with its header or frames).
     """
+    try:
+        return _probe(path)
+    except VideoDecodeError as error:
+        y4m = _y4m_reason(path)
+        if y4m is None:
+            raise
+        raise VideoDecodeError(f"{video_name(path)!r} is {y4m} (FFmpeg: {error})") from error
+
+
+def probe_videos(paths: Iterable[str | os.PathLike[str] | TarMember]) -> Iterator[VideoInfo | VideoDecodeError]:
+    """:func:`probe_video` of each of ``paths``, in order, several at a time (probing releases the
+    GIL); a video that fails gives its :class:`VideoDecodeError` in its place rather than raising."""
+
+    def one(path: str | os.PathLike[str] | TarMember) -> VideoInfo | VideoDecodeError:
+        try:
+            return probe_video(path)
+        except VideoDecodeError as error:
+            return error
+
+    paths = list(paths)
+    if len(paths) < 2:
+        yield from map(one, paths)
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(_PROBE_THREADS, len(paths))) as pool:
+        yield from pool.map(one, paths)
+
+
+def _probe(path: str | os.PathLike[str] | TarMember) -> VideoInfo:
+    """:func:`probe_video` without the y4m diagnosis."""
     av = _import_av()
 
     name = video_name(path)
