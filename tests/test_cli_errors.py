@@ -117,6 +117,18 @@ def test_train_on_data_that_does_not_exist(tmp_path):
     _user_error(_cli("train", *TINY, "--data", missing, "--out", tmp_path / "b"), "lam-fast train", str(missing))
 
 
+def test_train_on_a_folder_whose_videos_are_all_unreadable(tmp_path):
+    data = tmp_path / "bad"
+    data.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (data / name).write_bytes(os.urandom(2048))
+    proc = _train_script("--data", data, "--out", tmp_path / "run", *TINY)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    *warnings, last = proc.stderr.strip().splitlines()  # each skipped file is warned about, then one error
+    assert last.startswith("train/run.py: error: no usable video") and "a.mp4" in last and "b.mp4" in last
+    assert sum("skips" in line for line in warnings) == 2
+
+
 def test_eval_on_data_that_does_not_exist(run_dir, tmp_path):
     proc = _cli("eval", "leakage", "--ckpt", run_dir, "--data", tmp_path / "nonexistent", "--json", tmp_path / "e.json")
     _user_error(proc, "lam-fast eval", str(tmp_path / "nonexistent"), "does not exist")

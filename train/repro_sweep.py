@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -147,7 +148,7 @@ def checkpoint_step(run: Path) -> int | None:
     if pointer.is_file():
         candidates.append(root / pointer.read_text().strip())
     if root.is_dir():
-        candidates += sorted((p for p in root.iterdir() if p.name.startswith("step_") and not p.name.endswith(".tmp")),
+        candidates += sorted((p for p in root.iterdir() if re.fullmatch(r"step_\d+", p.name)),
                              reverse=True)
     for candidate in candidates:
         try:

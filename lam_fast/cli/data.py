@@ -124,16 +124,13 @@ def run_encode(args: argparse.Namespace) -> int:
     """Run ``lam-fast encode`` for parsed flags; print a summary. Returns the exit status."""
     from lam_fast.training.encode import encode_to_cache  # the model stack: only for this command
 
-    try:
+    with user_errors(ValueError, FileExistsError, DecoderUnavailable):  # one line, exit 2 (cli.errors)
         out = encode_to_cache(
             args.data, args.out, encoder=args.encoder, image_size=args.image_size, fps=args.fps,
             encoder_options=_encoder_options(args), decoder=args.decoder, device=args.device,
             dtype=args.dtype, batch_frames=args.batch_frames, shard_size_mb=args.shard_size_mb,
             progress=args.progress,
         )
-    except (ValueError, FileExistsError, DecoderUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     manifest = read_manifest(out)
     size = sum((out / shard).stat().st_size for shard in manifest["shards"])
     encoder = manifest["encoder"]

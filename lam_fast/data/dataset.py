@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lam_fast.data.decoders import ClipDecoder, ClipRequest, make_decoder
 from lam_fast.data.sampling import ClipBatchSampler, ClipSlots
-from lam_fast.data.sources import VIDEO_EXTENSIONS, Source, resolve_sources
+from lam_fast.data.sources import VIDEO_EXTENSIONS, NoVideoSource, Source, resolve_sources
 from lam_fast.data.video import TarMember, VideoDecodeError, VideoInfo, probe_video, video_name
 
 __all__ = [
@@ -157,7 +157,7 @@ class VideoClipDataset(Dataset):
             more = f"; and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
             where = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) \
                 else f"the {len(paths)} listed paths"
-            raise ValueError(
+            raise NoVideoSource(  # a UserError (and a ValueError): the command lines print one line
                 f"no usable video in {where}: all {len(self.skipped)} skipped ({shown}{more})"
             )
         self._slots = ClipSlots(max(1, math.floor(Fraction(info.duration) * Fraction(self.fps) / num_frames))

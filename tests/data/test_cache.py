@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from lam_fast.cli.data import encode_main
+from lam_fast.errors import UserError
 from lam_fast.data import VideoClipDataset, VideoInfo, VideoRecord, cache
 from lam_fast.data.cache import CachedVideo, StateCacheDataset, is_state_cache, read_manifest
 from lam_fast.data.decoders import PyAVDecoder
@@ -338,16 +339,16 @@ def test_encode_main_writes_a_cache(folder, tmp_path, capsys):
     ds = StateCacheDataset(out, num_frames=2, expect={"encoder": "pixels", "encoder_options": {"patch_size": 16},
                                                       "image_size": IMAGE, "fps": 2.0})
     assert ds[0]["states"].shape == (2, 4, 768)
-    assert encode_main(argv) == 2
-    assert "already holds a finished state cache" in capsys.readouterr().err
+    with pytest.raises(UserError, match="already holds a finished state cache"):  # one line, exit 2 via lam-fast
+        encode_main(argv)
 
 
 def test_encode_main_refuses_an_option_the_encoder_does_not_take(folder, tmp_path, capsys):
     # --patch-size used to be ignored silently for effnet
     argv = ["--data", str(folder), "--out", str(tmp_path / "e"), "--encoder", "effnet", "--patch-size", "8",
             "--image-size", str(IMAGE), "--fps", "2", "--no-progress"]
-    assert encode_main(argv) == 2
-    assert "option 'patch_size' does not apply to encoder 'effnet'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="option 'patch_size' does not apply to encoder 'effnet'"):
+        encode_main(argv)
     assert not (tmp_path / "e").exists()
 
 
