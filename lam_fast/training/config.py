@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,6 +27,11 @@ from lam_fast.models.encoders import ENCODER_OPTIONS, ENCODERS, encoder_options,
 class ConfigError(UserError, ValueError):
     """A configuration key or value is invalid; the message names it."""
 
+
+#: Largest learning rate accepted. Muon's update is lr times an orthogonalised matrix (entries of
+#: order 1) and AdamW's about lr per entry: rates in the tens already destroy any model, and values
+#: near float32's range (3e38) overflow in the optimizer. 10 leaves every sane schedule room.
+MAX_LR = 10.0
 
 #: config key -> the encoder option it sets (lam_fast.models.encoders.ENCODER_OPTIONS)
 _ENCODER_OPTION_KEYS = {"patch_size": "patch_size", "encoder_model": "model"}
@@ -100,16 +106,51 @@ class TrainConfig:
             "latent_dim": self.latent_dim >= 1,
             "image_size": self.image_size >= 1,
             "patch_size": self.patch_size is None or self.patch_size >= 1,
+            "codebook_size": self.codebook_size >= 1,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid value for config key {key!r}: {getattr(self, key)!r}")
+        self._check_numbers()
+        self._check_image_size()
         for key, option in _ENCODER_OPTION_KEYS.items():
             value = getattr(self, key)
             if value is not None and option not in ENCODER_OPTIONS[self.encoder]:
                 takers = [name for name in ENCODERS if option in ENCODER_OPTIONS[name]]
                 raise ConfigError(f"config key {key!r} ({value!r}) does not apply to encoder {self.encoder!r}; "
                                   f"only to {', '.join(takers)}")
+
+    def _check_numbers(self) -> None:
+        """Finite, in range: a negative capacity knob would make the loss negative (the run
+        "improves" by growing z), and a learning rate beyond :data:`MAX_LR` overflows float32
+        inside Muon's update instead of failing here."""
+        rules = {
+            "lambda_l1": ("a finite number >= 0", lambda v: v >= 0),
+            "beta": ("a finite number >= 0", lambda v: v >= 0),
+            "weight_decay": ("a finite number >= 0", lambda v: v >= 0),
+            "grad_clip": ("a finite number > 0", lambda v: v > 0),
+            "fps": ("a finite number > 0", lambda v: v > 0),
+            "muon_lr": (f"a finite number in (0, {MAX_LR:g}]", lambda v: 0 < v <= MAX_LR),
+            "adamw_lr": (f"a finite number in (0, {MAX_LR:g}]", lambda v: 0 < v <= MAX_LR),
+        }
+        for key, (rule, ok) in rules.items():
+            value = getattr(self, key)
+            if not math.isfinite(value) or not ok(value):
+                raise ConfigError(f"config key {key!r} must be {rule}, got {value!r}")
+
+    def _check_image_size(self) -> None:
+        """The image must tile into the encoder's patches (pixels) or its stage's stride (effnet);
+        vjepa2's patch is part of its pretrained config and is checked when it is built."""
+        if self.encoder == "pixels" and self.image_size % self.patch_size:
+            raise ConfigError(f"config key 'image_size' ({self.image_size}) must be divisible by 'patch_size' "
+                              f"({self.patch_size}) for the pixels encoder")
+        if self.encoder == "effnet":
+            from lam_fast.models import _effnet_lite
+
+            stride = _effnet_lite.stage_stride(ENCODER_OPTIONS["effnet"]["stage"])
+            if self.image_size % stride:
+                raise ConfigError(f"config key 'image_size' ({self.image_size}) must be divisible by {stride}, "
+                                  "the stride of the effnet encoder's feature stage")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -161,6 +202,37 @@ def _coerce(key: str, value):
         raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (yaml.safe_load keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate config key {key!r} (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(path: str | Path):
+    """The YAML document of a config file; ConfigError naming the file for a missing or unreadable
+    file, a syntax error (with its line), a duplicate key or a tag YAML's safe loader refuses."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader) or {}
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
+
+
 def make_config(yaml_path: str | Path | None = None, **overrides) -> TrainConfig:
     """Build a TrainConfig from an optional YAML file and keyword overrides (None = not given).
 
@@ -174,8 +246,7 @@ def make_config(yaml_path: str | Path | None = None, **overrides) -> TrainConfig
     valid = {f.name for f in fields(TrainConfig)}
     values: dict = {}
     if yaml_path is not None:
-        text = Path(yaml_path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        loaded = _load_yaml(yaml_path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{yaml_path}: the config must be a mapping of keys to values")
         for key, value in loaded.items():
