@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 #: The latent regularisers of PAPER.md section 2, then the two baselines: ``unconstrained``, a latent
 #: with no regulariser (maximal capacity), and ``deterministic``, no latent at all.
@@ -53,6 +54,14 @@ IDM_PRESETS: dict[str, TransformerConfig] = {
 }
 
 
+def _check_non_negative(cfg) -> None:
+    """Every number of ``cfg`` finite and >= 0 (the regularisers' weights, sizes and step counts)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be a finite number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SparseConfig:
     """Energy + VCM weights (stated in the paper) and the capacity knob lambda_l1."""
@@ -65,10 +74,16 @@ class SparseConfig:
     langevin_steps: int = 100
     langevin_step_size: float = 0.01
 
+    def __post_init__(self):
+        _check_non_negative(self)
+
 
 @dataclass(frozen=True)
 class NoisyConfig:
     beta: float = 1e-4
+
+    def __post_init__(self):
+        _check_non_negative(self)
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,11 @@ class DiscreteConfig:
     commitment: float = 0.25
     #: reset codes unused since the last reset every this many training videos (the paper: 300k)
     reset_every_videos: int = 300_000
+
+    def __post_init__(self):
+        _check_non_negative(self)
+        if self.codebook_size < 1 or self.reset_every_videos < 1:
+            raise ValueError(f"codebook_size and reset_every_videos must be >= 1, got {self}")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,8 @@ from torch import nn
 if TYPE_CHECKING:
     from transformers import VJEPA2Config
 
-__all__ = ["ENCODERS", "ENCODER_OPTIONS", "FrozenEncoder", "build_encoder", "encoder_options",
-           "normalize_encoder_options"]
+__all__ = ["ENCODERS", "ENCODER_OPTIONS", "FrozenEncoder", "build_encoder", "encoder_geometry",
+           "encoder_options", "normalize_encoder_options"]
 
 ENCODERS: tuple[str, ...] = ("pixels", "effnet", "vjepa2")
 
@@ -33,6 +34,8 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # The paper's encoder (V-JEPA 2 ViT-L, 256 px, patch 16, tubelet 2).
 DEFAULT_VJEPA2_MODEL = "facebook/vjepa2-vitl-fpc64-256"
+#: (patch_size, tubelet_size) of DEFAULT_VJEPA2_MODEL's config.json, known without downloading it
+_DEFAULT_VJEPA2_GEOMETRY = (16, 2)
 
 #: The one table of encoder options: encoder -> {option name: default}. A default of None means
 #: the option has no default (vjepa2's ``config``, a random-init ``VJEPA2Config`` for tests).
@@ -357,6 +360,48 @@ def normalize_encoder_options(name: str, options: Mapping[str, Any] | None) -> d
             continue
         result.setdefault(key, default)
     return {key: _jsonable(value) for key, value in sorted(result.items())}
+
+
+def _vjepa2_geometry(options: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(patch_size, tubelet_size) of a vjepa2 encoder's model, where known without loading weights."""
+    config, model = options.get("config"), options.get("model", DEFAULT_VJEPA2_MODEL)
+    if config is not None:
+        patch, tubelet = getattr(config, "patch_size", None), getattr(config, "tubelet_size", None)
+    elif model == DEFAULT_VJEPA2_MODEL:
+        return _DEFAULT_VJEPA2_GEOMETRY
+    else:
+        try:  # a local model directory: its config.json says; a hub id other than the default: unknown
+            saved = json.loads((Path(os.fspath(model)) / "config.json").read_text())
+            patch, tubelet = saved.get("patch_size"), saved.get("tubelet_size")
+        except (OSError, TypeError, ValueError, AttributeError):
+            return None
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (patch, tubelet))
+    return (patch, tubelet) if ok else None
+
+
+def encoder_geometry(name: str, options: Mapping[str, Any] | None = None) -> tuple[int, int] | None:
+    """``(image_multiple, frames_per_state)`` that encoder ``name`` with ``options`` requires, without
+    building it: ``image_size`` must be a multiple of the first (pixels: the patch; effnet: the
+    stage's stride, 16 for the default stage 4; vjepa2: the model's patch, 16), a clip's frame count
+    a multiple of the second (vjepa2: the tubelet, 2; 1 otherwise). The encoder classes check the
+    same rules when built. None when only loading the model could tell (a vjepa2 hub id other than
+    the default, or a local model directory without a readable config.json), or when an option is
+    itself invalid (building the encoder names it).
+    """
+    _check_name(name)
+    options = {**ENCODER_OPTIONS[name], **{k: v for k, v in dict(options or {}).items() if v is not None}}
+    if name == "vjepa2":
+        return _vjepa2_geometry(options)
+    if name == "pixels":
+        patch = options["patch_size"]
+        ok = isinstance(patch, int) and not isinstance(patch, bool) and patch > 0
+        return (patch, 1) if ok else None
+    from lam_fast.models import _effnet_lite
+
+    stage = options["stage"]
+    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(_effnet_lite.STAGES):
+        return None
+    return (_effnet_lite.stage_stride(stage), 1)
 
 
 def build_encoder(name: str, image_size: int, **options: Any) -> FrozenEncoder:
